@@ -1,0 +1,1 @@
+"""The ``recforge`` command-line interface."""

@@ -1,0 +1,217 @@
+"""``recforge`` CLI (Typer): data | models | train | evaluate.
+
+Exit codes: 0 success, 2 user error (one clear line on stderr, no traceback), 1 internal error.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import functools
+from collections.abc import Callable
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from recforge.errors import RecforgeError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Deep-learning recommenders from their papers.")
+data_app = typer.Typer(no_args_is_help=True, help="List, inspect, verify and download datasets.")
+app.add_typer(data_app, name="data")
+
+console = Console(stderr=True)
+out = Console()
+
+def user_errors(command: Callable[..., None]) -> Callable[..., None]:
+    """Turn user errors (RecforgeError) into one red line on stderr and exit code 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        try:
+            command(*args, **kwargs)
+        except RecforgeError as exc:
+            console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            console.print("interrupted; files of finished epochs are kept")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+DataDir = Annotated[
+    Optional[Path],
+    typer.Option("--data-dir", help="Data directory (default: $RECFORGE_DATA_DIR, else ~/.local/share/recforge)."),
+]
+
+
+@data_app.command("list")
+@user_errors
+def data_list() -> None:
+    """List the registered datasets."""
+    from recforge.data.datasets import DATASETS
+
+    table = Table("name", "folder", "description")
+    for name, cls in sorted(DATASETS.items()):
+        table.add_row(name, cls.folder, escape(cls.description))
+    out.print(table)
+
+
+@data_app.command("info")
+@user_errors
+def data_info(
+    name: str,
+    data_dir: DataDir = None,
+    seed: Annotated[int, typer.Option(help="Split seed (sampled negatives, random hold-outs).")] = 0,
+) -> None:
+    """Verify a dataset's files and print its counts."""
+    from recforge.data.datasets import get_dataset
+    from recforge.data.files import resolve_data_dir
+
+    source = get_dataset(name)
+    data = source.load(data_dir, seed=seed)
+    table = Table("", name, show_header=True)
+    table.add_row("folder", str(resolve_data_dir(data_dir) / source.folder))
+    for key, value in data.with_validation(seed).describe().items():
+        table.add_row(key, f"{value:,}")
+    table.add_row("source", source.citation)
+    table.add_row("licence", source.license)
+    out.print(table)
+
+
+@data_app.command("prepare")
+@user_errors
+def data_prepare(
+    name: str,
+    data_dir: DataDir = None,
+    download: Annotated[bool, typer.Option("--download", help="Fetch missing files from the official source.")] = False,
+    seed: Annotated[int, typer.Option(help="Split seed.")] = 0,
+) -> None:
+    """Verify checksums and build the cached split (with --download: fetch files first)."""
+    from recforge.data.datasets import get_dataset
+    from recforge.data.files import resolve_cache_dir
+
+    source = get_dataset(name)
+    if download:
+        source.download(data_dir)
+    data = source.load(data_dir, seed=seed)
+    out.print(f"{name}: checksums verified; {data.num_train:,} training interactions; split cached under {resolve_cache_dir()}")
+
+
+@app.command("models")
+@user_errors
+def models() -> None:
+    """List the registered models."""
+    from recforge.models import MODELS
+
+    table = Table("name", "model")
+    for name, entry in sorted(MODELS.items()):
+        table.add_row(name, escape(entry.summary))
+    out.print(table)
+
+
+@app.command("train")
+@user_errors
+def train(
+    model: Annotated[str, typer.Argument(help="Model name (see `recforge models`).")],
+    dataset: Annotated[Optional[str], typer.Option(help="Dataset name (see `recforge data list`).")] = None,
+    factors: Annotated[Optional[int], typer.Option(help="Predictive factors (NCF models).")] = None,
+    pretrain: Annotated[bool, typer.Option("--pretrain", help="NeuMF: pre-train GMF and MLP, then fine-tune.")] = False,
+    epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Examples per step.")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Learning rate.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Training seed (initialisation, negatives, order).")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="YAML config file.")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key: section.key=value.")] = None,
+    data_dir: DataDir = None,
+    output_dir: Annotated[Path, typer.Option(help="Where run directories go.")] = Path("runs"),
+    device: Annotated[Optional[str], typer.Option(help="cpu, cuda or cuda:N.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress output.")] = False,
+) -> None:
+    """Train MODEL on a dataset, select the epoch on validation, score the test set once."""
+    from recforge.config import apply_overrides, from_dict, read_yaml
+    from recforge.training.experiment import run_experiment
+
+    raw: dict[str, Any] = read_yaml(config) if config else {}
+    raw.setdefault("model", {})
+    if raw["model"].get("name", model) != model:
+        raise typer.BadParameter(f"config {config} is for model {raw['model']['name']!r}, not {model!r}")
+    raw["model"]["name"] = model
+    cli_values = {
+        "data.name": dataset,
+        "model.factors": factors,
+        "train.epochs": epochs,
+        "train.batch_size": batch_size,
+        "train.lr": lr,
+        "train.device": device,
+        "seed": seed,
+    }
+    overrides = [f"{k}={v}" for k, v in cli_values.items() if v is not None]
+    if pretrain:
+        overrides.append("pretrain.enabled=true")
+    resolved = from_dict(apply_overrides(raw, overrides + list(set_ or [])))
+    if resolved.train.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise RecforgeError(f"train.device is {resolved.train.device} but no CUDA device is available")
+    result = run_experiment(resolved, data_dir=data_dir, output_dir=output_dir, console=None if quiet else console)
+    out.print(summary_table(result.summary))
+    out.print(f"run directory: {result.path}")
+
+
+@app.command("evaluate")
+@user_errors
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="A run directory written by `recforge train`.")],
+    data_dir: DataDir = None,
+    full_ranking: Annotated[bool, typer.Option(help="Also rank against the whole catalogue.")] = True,
+    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
+) -> None:
+    """Re-score a run's selected checkpoint on its validation and test splits."""
+    from recforge.training.experiment import evaluate_run
+
+    metrics = evaluate_run(run, data_dir, full_ranking=full_ranking, device=device)
+    table = Table("metric", "value", title=f"{run}")
+    for key, value in metrics.items():
+        table.add_row(key, f"{value:.4f}")
+    out.print(table)
+
+
+def summary_table(summary: dict[str, Any]) -> Table:
+    """A readable table of a run summary: selection, validation, test, timings."""
+    table = Table(title=f"{summary.get('model')} on {summary.get('dataset')}", show_header=True)
+    table.add_column("")
+    table.add_column("value", justify="right")
+    table.add_row("selected epoch", f"{summary['selected_epoch']} ({summary['selection']})")
+    for key, value in summary.items():
+        if isinstance(value, float) and "/" in key:
+            table.add_row(key, f"{value:.4f}")
+    best = summary.get("optimistic_best_test_epoch")
+    if best:
+        for key, value in best.items():
+            if isinstance(value, float):
+                table.add_row(f"best test epoch ({best['epoch']}, optimistic) {key}", f"{value:.4f}")
+    timings = summary.get("timings", {})
+    if timings:
+        table.add_row("seconds per epoch (sampling + training)", f"{timings['seconds_per_epoch']:.1f}")
+        table.add_row("total seconds", f"{timings['total_s']:.1f}")
+    return table
+
+
+def _show_warning(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+    console.print(f"[yellow]warning:[/yellow] {escape(str(message))}", highlight=False)
+
+
+def main() -> None:
+    """Entry point of the ``recforge`` command."""
+    warnings.showwarning = _show_warning
+    app()
+
+
+if __name__ == "__main__":
+    main()

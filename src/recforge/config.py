@@ -1,0 +1,300 @@
+"""Typed experiment configuration from YAML files and ``--set key=value`` overrides.
+
+Layout of a config file (every key optional; unknown keys are rejected with their dotted path)::
+
+    model: {name: neumf, factors: 8}        # remaining keys go to the model's config dataclass
+    data: {name: movielens-1m-ncf}
+    train: {epochs: 20, batch_size: 256, optimizer: adam, lr: 0.001, num_negatives: 4}
+    pretrain: {enabled: false, alpha: 0.5, optimizer: sgd, lr: 0.05}
+    seed: 42
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from recforge.errors import ConfigError
+
+OPTIMIZERS = ("adam", "sgd", "adagrad")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which dataset to use and how to split it.
+
+    Attributes:
+        name: registered dataset name (``recforge data list``).
+        split_seed: fixes random hold-outs and sampled evaluation negatives; the same for every
+            model and training seed so comparisons share one split.
+        validation: hold out one random training interaction per user for model selection.
+    """
+
+    name: str = "movielens-1m-ncf"
+    split_seed: int = 0
+    validation: bool = True
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training loop settings (defaults: He et al. 2017, Sec. 4.1).
+
+    Attributes:
+        epochs: maximum epochs.
+        batch_size: examples per step (positives and negatives together).
+        optimizer: adam, sgd or adagrad.
+        lr: learning rate.
+        weight_decay: L2 penalty added by the optimiser.
+        num_negatives: sampled negatives per observed interaction, redrawn every epoch.
+        monitor: validation metric used for model selection and early stopping.
+        patience: stop after this many epochs without improvement (None: run all epochs).
+        ks: cut-offs for HR@K / NDCG@K.
+        full_ranking: also score the selected model against the whole catalogue at the end.
+        report_best_test_epoch: also score the test set every epoch to report the paper-style
+            best-test-epoch figure (optimistic; never used for selection).
+        device: cpu, cuda, or cuda:N.
+    """
+
+    epochs: int = 20
+    batch_size: int = 256
+    optimizer: str = "adam"
+    lr: float = 0.001
+    weight_decay: float = 0.0
+    num_negatives: int = 4
+    monitor: str = "valid/ndcg@10"
+    patience: int | None = None
+    ks: tuple[int, ...] = (10,)
+    full_ranking: bool = True
+    report_best_test_epoch: bool = True
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        _positive("train.epochs", self.epochs, allow_zero=True)
+        _positive("train.batch_size", self.batch_size)
+        _positive("train.num_negatives", self.num_negatives, allow_zero=True)
+        if self.lr <= 0:
+            raise ConfigError(f"train.lr must be > 0, got {self.lr}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"train.optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if not self.monitor.startswith("valid/"):
+            raise ConfigError(f"train.monitor must be a validation metric such as valid/ndcg@10, got {self.monitor!r}")
+        if self.patience is not None:
+            _positive("train.patience", self.patience)
+        for k in self.ks:
+            _positive("train.ks", k)
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """NeuMF pre-training (He et al. 2017, Sec. 3.4.1): train GMF and MLP, combine with alpha,
+    then fine-tune with vanilla SGD ("we optimize NeuMF with the vanilla SGD rather than Adam").
+
+    Attributes:
+        enabled: run pre-training (``--pretrain``).
+        alpha: weight of GMF in the combined prediction layer.
+        optimizer: optimiser of the fine-tuning stage.
+        lr: learning rate of the fine-tuning stage (the paper does not state one).
+        gmf_run, mlp_run: reuse finished GMF / MLP run directories instead of training them.
+    """
+
+    enabled: bool = False
+    alpha: float = 0.5
+    optimizer: str = "sgd"
+    lr: float = 0.001
+    gmf_run: str | None = None
+    mlp_run: str | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ConfigError(f"pretrain.alpha must be in [0, 1], got {self.alpha}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"pretrain.optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.lr <= 0:
+            raise ConfigError(f"pretrain.lr must be > 0, got {self.lr}")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """Everything that determines a run. ``model`` holds the model's own config dataclass."""
+
+    model_name: str
+    model: Any
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    seed: int = 42
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (YAML/JSON-safe); ``from_dict`` round-trips it."""
+        return {
+            "model": {"name": self.model_name, **_plain(dataclasses.asdict(self.model))},
+            "data": _plain(dataclasses.asdict(self.data)),
+            "train": _plain(dataclasses.asdict(self.train)),
+            "pretrain": _plain(dataclasses.asdict(self.pretrain)),
+            "seed": self.seed,
+        }
+
+    def fingerprint(self) -> str:
+        """Short hash of the resolved config (names run directories, detects reuse)."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
+
+    def replace(self, **changes: Any) -> "ExperimentConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _positive(name: str, value: int, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+
+
+def _coerce(value: Any, hint: Any, path: str) -> Any:
+    """Check/convert a YAML value to the dataclass field type ``hint``."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, path)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{path}: invalid value {value!r}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path}: expected a list, got {value!r}")
+        inner = typing.get_args(hint)[0]
+        return tuple(_coerce(v, inner, f"{path}[{i}]") for i, v in enumerate(value))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def build_dataclass(cls: type, values: dict[str, Any], section: str) -> Any:
+    """Instantiate dataclass ``cls`` from ``values``, rejecting unknown keys and wrong types.
+
+    Raises:
+        ConfigError: naming the dotted key (for example ``train.lr``) and what was expected.
+    """
+    if not isinstance(values, dict):
+        raise ConfigError(f"{section}: expected a mapping of keys to values, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ConfigError(f"unknown key {section}.{unknown[0]}; valid keys in {section}: {', '.join(names) or '(none)'}")
+    kwargs = {k: _coerce(v, hints[k], f"{section}.{k}") for k, v in values.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # pragma: no cover - defensive
+        raise ConfigError(f"{section}: {exc}") from exc
+
+
+def from_dict(raw: dict[str, Any]) -> ExperimentConfig:
+    """Build an ExperimentConfig from a nested dict (as read from YAML).
+
+    Raises:
+        ConfigError: on unknown keys, wrong types, invalid values or an unknown model.
+    """
+    from recforge.models.registry import get_model_entry
+
+    raw = dict(raw or {})
+    unknown = sorted(set(raw) - {"model", "data", "train", "pretrain", "seed"})
+    if unknown:
+        raise ConfigError(f"unknown top-level key {unknown[0]!r}; valid: model, data, train, pretrain, seed")
+    model_section = dict(raw.get("model") or {})
+    name = model_section.pop("name", None)
+    if not isinstance(name, str):
+        raise ConfigError("model.name is required (for example: neumf)")
+    entry = get_model_entry(name)
+    seed = raw.get("seed", 42)
+    return ExperimentConfig(
+        model_name=name,
+        model=build_dataclass(entry.config_cls, model_section, "model"),
+        data=build_dataclass(DataConfig, raw.get("data") or {}, "data"),
+        train=build_dataclass(TrainConfig, raw.get("train") or {}, "train"),
+        pretrain=build_dataclass(PretrainConfig, raw.get("pretrain") or {}, "pretrain"),
+        seed=_coerce(seed, int, "seed"),
+    )
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping.
+
+    Raises:
+        ConfigError: if the file is missing, not valid YAML (with its line), or not a mapping.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key.path=value`` strings (values parsed as YAML) to a nested dict copy.
+
+    Raises:
+        ConfigError: if an override lacks ``=`` or its value is not valid YAML.
+    """
+    out = json.loads(json.dumps(raw))
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value (for example model.factors=16), got {item!r}")
+        key, text = item.split("=", 1)
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {key}: value {text!r} is not valid YAML") from None
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {key}: {part} is not a section")
+        node[parts[-1]] = value
+    return out

@@ -1,0 +1,1 @@
+"""Data layer: schemas, datasets, splits, negative sampling and batches."""

@@ -1,0 +1,1 @@
+"""Evaluation protocols: how candidates are formed and scored before metrics are computed."""

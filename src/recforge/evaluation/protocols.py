@@ -1,0 +1,123 @@
+"""Leave-one-out evaluation protocols for implicit feedback (He et al., 2017, Sec. 4.1).
+
+* Sampled: each user's held-out item is ranked among its sampled negatives (NCF: 99).
+  Candidates that equal the held-out item are ignored, as the NCF reference ``evaluate.py`` does
+  by keying scores by item id (the authors' ML-1M negatives file repeats the test item 156 times).
+* Full ranking: the held-out item is ranked against the whole catalogue minus the user's training
+  items. Sampled metrics can order models differently from full ranking (Krichene & Rendle,
+  KDD 2020), so both are available.
+
+Shapes: U users, C candidates per user, I items.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from recforge.data.batches import Batch
+from recforge.data.sampling import InteractionIndex
+from recforge.metrics.ranking import rank_statistics, ranking_metrics
+
+
+@torch.inference_mode()
+def score_pairs(
+    model: nn.Module, users: np.ndarray, items: np.ndarray, device: torch.device | str = "cpu", batch_size: int = 1 << 18
+) -> np.ndarray:
+    """Score (user, item) pairs with ``model`` in evaluation mode.
+
+    Args:
+        model: maps a Batch with sparse_features [B, 2] to scores [B].
+        users, items: int64 [M].
+        device: where to run the model.
+        batch_size: rows per forward pass (bounded memory).
+
+    Returns:
+        float32 [M] scores (logits).
+    """
+    was_training = model.training
+    model.eval()
+    pairs = torch.from_numpy(np.stack([np.asarray(users, np.int64), np.asarray(items, np.int64)], axis=1))
+    out = np.empty(len(pairs), dtype=np.float32)
+    empty_labels = torch.empty((0, 1))
+    try:
+        for start in range(0, len(pairs), batch_size):
+            chunk = pairs[start : start + batch_size].to(device)
+            scores = model(Batch(sparse_features=chunk, labels=empty_labels))
+            out[start : start + len(chunk)] = scores.float().cpu().numpy()
+    finally:
+        model.train(was_training)
+    return out
+
+
+def evaluate_sampled(
+    model: nn.Module,
+    users: np.ndarray,
+    candidates: np.ndarray,
+    ks: tuple[int, ...] = (10,),
+    device: torch.device | str = "cpu",
+) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+    """Rank each user's positive (column 0 of ``candidates``) among the other columns.
+
+    Args:
+        model: the scorer.
+        users: int64 [U].
+        candidates: int64 [U, 1 + C], positive first.
+        ks: cut-offs for HR@K and NDCG@K.
+        device: where to run the model.
+
+    Returns:
+        (metrics, greater, ties): mean metrics, and the per-user rank statistics int64 [U]
+        (for per-user paired comparisons).
+    """
+    u = np.repeat(np.asarray(users, np.int64), candidates.shape[1])
+    scores = score_pairs(model, u, candidates.reshape(-1), device).reshape(candidates.shape)
+    mask = candidates[:, 1:] != candidates[:, :1]
+    greater, ties = rank_statistics(scores[:, 0], scores[:, 1:], mask)
+    return ranking_metrics(greater, ties, ks), greater, ties
+
+
+def evaluate_full_ranking(
+    model: nn.Module,
+    users: np.ndarray,
+    positives: np.ndarray,
+    exclude: InteractionIndex,
+    ks: tuple[int, ...] = (10,),
+    device: torch.device | str = "cpu",
+    max_scores: int = 1 << 22,
+) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+    """Rank each user's held-out item against every item except those in ``exclude``.
+
+    Args:
+        model: the scorer.
+        users: int64 [U].
+        positives: int64 [U] held-out items.
+        exclude: the user's known interactions to mask (its training items); the held-out item
+            itself is never masked.
+        ks: cut-offs.
+        device: where to run the model.
+        max_scores: scores held in memory at once (users are processed in chunks).
+
+    Returns:
+        (metrics, greater, ties) as in :func:`evaluate_sampled`.
+    """
+    users = np.asarray(users, np.int64)
+    positives = np.asarray(positives, np.int64)
+    n_items = exclude.num_items
+    all_items = np.arange(n_items, dtype=np.int64)
+    chunk = max(1, max_scores // n_items)
+    greater = np.empty(len(users), np.int64)
+    ties = np.empty(len(users), np.int64)
+    for start in range(0, len(users), chunk):
+        u = users[start : start + chunk]
+        p = positives[start : start + chunk]
+        scores = score_pairs(model, np.repeat(u, n_items), np.tile(all_items, len(u)), device).reshape(len(u), n_items)
+        mask = np.ones((len(u), n_items), dtype=bool)
+        rows, items = exclude.positives_of(u)
+        mask[rows, items] = False
+        mask[np.arange(len(u)), p] = False  # the positive is compared against the others, not itself
+        g, t = rank_statistics(scores[np.arange(len(u)), p], scores, mask)
+        greater[start : start + len(u)] = g
+        ties[start : start + len(u)] = t
+    return ranking_metrics(greater, ties, ks), greater, ties

@@ -1,0 +1,1 @@
+"""Training: optimisers, the trainer loop, run records and experiment orchestration."""

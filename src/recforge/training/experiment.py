@@ -1,0 +1,139 @@
+"""Experiment orchestration: data + model + trainer + run records, NeuMF pre-training, re-scoring."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from torch import nn
+
+from recforge.config import ExperimentConfig
+from recforge.data.datasets import get_dataset
+from recforge.data.interactions import LeaveOneOutData
+from recforge.data.schema import user_item_schema
+from recforge.errors import ConfigError
+from recforge.models.ncf import GMF, NCFMLP, NeuMF
+from recforge.models.registry import build_model
+from recforge.training.records import RunRecorder, load_checkpoint, load_run_config
+from recforge.training.trainer import FitResult, Trainer
+
+
+@dataclass
+class RunResult:
+    """A finished run: its directory, summary, history and model."""
+
+    path: Path
+    summary: dict[str, Any]
+    history: list[dict[str, Any]]
+    model: nn.Module
+
+
+def load_data(config: ExperimentConfig, data_dir: str | Path | None) -> LeaveOneOutData:
+    """The dataset split a config asks for (with the validation hold-out if enabled)."""
+    data = get_dataset(config.data.name).load(data_dir, seed=config.data.split_seed)
+    if config.data.validation:
+        data = data.with_validation(seed=config.data.split_seed)
+    return data
+
+
+def run_experiment(
+    config: ExperimentConfig,
+    data_dir: str | Path | None = None,
+    output_dir: str | Path = "runs",
+    console: Console | None = None,
+    data: LeaveOneOutData | None = None,
+) -> RunResult:
+    """Train and evaluate one configuration, writing a run directory.
+
+    With ``config.pretrain.enabled`` (NeuMF only), GMF and MLP with the same factors are trained
+    first (each in its own run directory) unless ``pretrain.gmf_run`` / ``mlp_run`` name finished
+    runs; NeuMF is initialised from them (He et al. 2017, Sec. 3.4.1) and fine-tuned with
+    ``pretrain.optimizer`` at ``pretrain.lr``.
+
+    Raises:
+        ConfigError: for pre-training on a model other than NeuMF, or mismatched pre-trained runs.
+        DataError / DataMissingError: for missing or malformed data.
+        TrainingError: if the loss diverges.
+    """
+    if data is None:
+        data = load_data(config, data_dir)
+    model = build_model(config.model_name, data.schema, config.model)
+    optimizer, lr = config.train.optimizer, config.train.lr
+    extra: dict[str, Any] = {}
+    if config.pretrain.enabled:
+        if not isinstance(model, NeuMF):
+            raise ConfigError(f"pretrain.enabled applies to neumf only, not {config.model_name}")
+        parts = {}
+        for name, given in (("gmf", config.pretrain.gmf_run), ("mlp", config.pretrain.mlp_run)):
+            sub_config = config.replace(model_name=name, pretrain=dataclasses.replace(config.pretrain, enabled=False, gmf_run=None, mlp_run=None))
+            if given:
+                parts[name] = load_trained_model(given, expect=sub_config)
+                extra[f"pretrained_{name}_run"] = str(given)
+            else:
+                if console:
+                    console.rule(f"pre-training {name.upper()}")
+                result = run_experiment(sub_config, output_dir=output_dir, console=console, data=data)
+                parts[name] = result.model
+                extra[f"pretrained_{name}_run"] = str(result.path)
+        assert isinstance(parts["gmf"], GMF) and isinstance(parts["mlp"], NCFMLP)
+        model.load_pretrained(parts["gmf"], parts["mlp"], alpha=config.pretrain.alpha)
+        optimizer, lr = config.pretrain.optimizer, config.pretrain.lr
+        if console:
+            console.rule(f"fine-tuning NeuMF ({optimizer}, lr {lr})")
+    recorder = RunRecorder(output_dir, config)
+    trainer = Trainer(model, data, config.train, config.seed, recorder, optimizer=optimizer, lr=lr, console=console)
+    fit: FitResult = trainer.fit()
+    summary = {"model": config.model_name, "dataset": config.data.name, **fit.summary, **extra}
+    if extra:
+        recorder.write_summary(summary)
+    return RunResult(path=recorder.path, summary=summary, history=fit.history, model=model)
+
+
+def load_trained_model(run_dir: str | Path, expect: ExperimentConfig | None = None) -> nn.Module:
+    """Rebuild a run's model from its config and load the selected checkpoint.
+
+    Args:
+        run_dir: a run directory.
+        expect: if given, the run's model name and model config must equal this one's.
+
+    Raises:
+        ConfigError: if the directory is not a finished run or does not match ``expect``.
+    """
+    config = load_run_config(run_dir)
+    if expect is not None and (config.model_name, config.model) != (expect.model_name, expect.model):
+        raise ConfigError(
+            f"{run_dir} trained {config.model_name} {config.model}, expected {expect.model_name} {expect.model}"
+        )
+    state = load_checkpoint(run_dir)
+    sizes = state.get("schema")
+    if not sizes:
+        raise ConfigError(f"{run_dir}/checkpoint.pt lacks the schema sizes; re-train the run with this version")
+    model = build_model(config.model_name, user_item_schema(sizes["num_users"], sizes["num_items"]), config.model)
+    model.load_state_dict(state["model"])
+    return model
+
+
+def evaluate_run(
+    run_dir: str | Path, data_dir: str | Path | None = None, full_ranking: bool = True, device: str = "cpu"
+) -> dict[str, float]:
+    """Re-score a finished run's checkpoint on its test split (and validation split).
+
+    Returns:
+        Metrics keyed ``valid/...``, ``test/...`` and, with ``full_ranking``, ``test_full/...``.
+    """
+    config = load_run_config(run_dir)
+    data = load_data(config, data_dir)
+    model = load_trained_model(run_dir)
+    train_config = dataclasses.replace(config.train, device=device)
+    trainer = Trainer(model.to(torch.device(device)), data, train_config, config.seed)
+    metrics: dict[str, float] = {}
+    if data.valid_candidates is not None:
+        metrics.update({f"valid/{k}": v for k, v in trainer.evaluate_split("valid").items()})
+    metrics.update({f"test/{k}": v for k, v in trainer.evaluate_split("test").items()})
+    if full_ranking:
+        metrics.update({f"test_full/{k}": v for k, v in trainer.evaluate_full().items()})
+    return metrics

@@ -1,0 +1,120 @@
+"""Run directories: resolved config, per-epoch metrics, checkpoint and summary, written atomically.
+
+Layout of ``<output-dir>/<dataset>-<model>-<timestamp>-<confighash>/``::
+
+    config.yaml      the fully resolved configuration
+    metrics.jsonl    one JSON object per epoch (epoch, train/loss, valid/..., seconds)
+    checkpoint.pt    the selected (best-validation) model, optimiser and RNG state
+    summary.json     selected epoch, test metrics, timings, versions, git commit
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from recforge import __version__
+from recforge.config import ExperimentConfig, from_dict, read_yaml
+from recforge.data.files import atomic_write, atomic_write_text
+from recforge.errors import ConfigError
+
+
+class RunRecorder:
+    """Creates a run directory and writes its files atomically (temp file + rename).
+
+    Args:
+        output_dir: parent folder of run directories (created if needed).
+        config: the resolved experiment config.
+        tag: optional suffix distinguishing sub-runs (for example ``pretrain-gmf``).
+    """
+
+    def __init__(self, output_dir: str | Path, config: ExperimentConfig, tag: str = ""):
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        name = f"{config.data.name}-{config.model_name}{'-' + tag if tag else ''}-{stamp}-{config.fingerprint()}"
+        base = Path(output_dir)
+        path = base / name
+        n = 1
+        while path.exists():
+            n += 1
+            path = base / f"{name}-{n}"
+        path.mkdir(parents=True)
+        self.path = path
+        self.epochs: list[dict[str, Any]] = []
+        atomic_write_text(path / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+    def log_epoch(self, record: dict[str, Any]) -> None:
+        """Add one epoch's record and rewrite ``metrics.jsonl``."""
+        self.epochs.append(record)
+        atomic_write_text(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.epochs))
+
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        """Write ``checkpoint.pt`` atomically."""
+
+        def write(f: Any) -> None:
+            buffer = io.BytesIO()
+            torch.save(state, buffer)
+            f.write(buffer.getvalue())
+
+        atomic_write(self.path / "checkpoint.pt", write)
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        """Write ``summary.json`` with environment facts added."""
+        full = {**summary, "environment": environment()}
+        atomic_write_text(self.path / "summary.json", json.dumps(full, indent=2) + "\n")
+
+
+def environment() -> dict[str, Any]:
+    """Library versions, machine and git commit, for the record."""
+    import numpy
+
+    commit = None
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
+        ).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {
+        "recforge": __version__,
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "python": platform.python_version(),
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "torch_threads": torch.get_num_threads(),
+        "git_commit": commit,
+    }
+
+
+def load_run_config(run_dir: str | Path) -> ExperimentConfig:
+    """The resolved config of a finished run.
+
+    Raises:
+        ConfigError: if the directory is not a run directory.
+    """
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(f"{run_dir} is not a run directory: no config.yaml in it")
+    return from_dict(read_yaml(path))
+
+
+def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:
+    """The checkpoint of a run (CPU tensors).
+
+    Raises:
+        ConfigError: if ``checkpoint.pt`` is missing or unreadable.
+    """
+    path = Path(run_dir) / "checkpoint.pt"
+    if not path.is_file():
+        raise ConfigError(f"{run_dir} has no checkpoint.pt (the run did not finish an epoch)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is a user-facing error
+        raise ConfigError(f"{path}: cannot read checkpoint: {exc}") from None
