@@ -86,7 +86,10 @@ class Trainer:
             users, candidates = self.data.valid_users, self.data.valid_candidates
         else:
             users, candidates = self.data.test_users, self.data.test_candidates
-        metrics, _, _ = evaluate_sampled(self.model, users, candidates, self.config.ks, self.device)
+        try:
+            metrics, _, _ = evaluate_sampled(self.model, users, candidates, self.config.ks, self.device)
+        except ValueError as exc:
+            raise TrainingError(f"cannot rank the {split} candidates: {exc} (the model's weights are not finite)") from None
         return metrics
 
     def evaluate_full(self) -> dict[str, float]:

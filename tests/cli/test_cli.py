@@ -1,0 +1,98 @@
+"""The CLI as a newcomer uses it, on the real data in ../shared/data (runs in CI)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from recforge.cli.app import app
+
+runner = CliRunner()
+
+
+def recforge(*args, env=None):
+    """Run the installed entry point as a user would (separate process)."""
+    return subprocess.run(
+        [sys.executable, "-m", "recforge.cli.app", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=600,
+    )
+
+
+def test_train_then_evaluate_on_real_data(shared_data, tmp_path):
+    result = runner.invoke(
+        app,
+        [
+            "train", "gmf", "--dataset", "movielens-1m-ncf", "--factors", "8", "--epochs", "1",
+            "--batch-size", "2048", "--data-dir", str(shared_data), "--output-dir", str(tmp_path), "--quiet",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "test/hit_rate@10" in result.output and "run directory" in result.output
+    (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    assert {"config.yaml", "metrics.jsonl", "summary.json", "checkpoint.pt"} <= {p.name for p in run.iterdir()}
+    summary = json.loads((run / "summary.json").read_text())
+    # one epoch of GMF is far above chance (0.1) on the NCF test file
+    assert 0.3 < summary["test/hit_rate@10"] < 0.8
+    evaluated = runner.invoke(app, ["evaluate", str(run), "--data-dir", str(shared_data), "--no-full-ranking"])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert f"{summary['test/hit_rate@10']:.4f}" in evaluated.output
+    assert f"{summary['test/ndcg@10']:.4f}" in evaluated.output
+
+
+def test_itempop_matches_the_paper_level(shared_data, tmp_path):
+    result = runner.invoke(
+        app, ["train", "itempop", "--dataset", "movielens-1m-ncf", "--data-dir", str(shared_data), "--output-dir", str(tmp_path), "--quiet"]
+    )
+    assert result.exit_code == 0, result.output
+    (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["test/hit_rate@10"] == pytest.approx(0.45, abs=0.01)  # He et al. 2017: ItemPop ~0.45
+
+
+def test_data_commands(shared_data):
+    listed = runner.invoke(app, ["data", "list"])
+    assert listed.exit_code == 0 and "movielens-1m-ncf" in listed.output
+    info = runner.invoke(app, ["data", "info", "movielens-1m-ncf", "--data-dir", str(shared_data)])
+    assert info.exit_code == 0, info.output
+    assert "994,169" in info.output and "6,040" in info.output and "3,706" in info.output
+    models = runner.invoke(app, ["models"])
+    assert "neumf" in models.output and "[p_u ; q_i]" in models.output
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "ncf9000", "--dataset", "movielens-1m-ncf"], "unknown model 'ncf9000'; valid models: gmf, itempop, mf, mlp, neumf"),
+        (["train", "gmf", "--dataset", "netflix"], "unknown dataset 'netflix'; valid datasets: movielens-100k"),
+        (["train", "gmf", "--set", "train.lr=-1"], "train.lr must be > 0"),
+        (["train", "gmf", "--set", "train.bogus=1"], "unknown key train.bogus"),
+        (["train", "mlp", "--pretrain"], "pretrain.enabled applies to neumf only"),
+        (["evaluate", "/nonexistent/run"], "is not a run directory"),
+    ],
+)
+def test_bad_input_exits_2_with_one_clear_line(args, message, shared_data, tmp_path):
+    result = recforge(*args, "--data-dir", str(shared_data), env={"COLUMNS": "400"}) if args[0] == "train" else recforge(*args)
+    assert result.returncode == 2, result.stderr
+    assert message in " ".join(result.stderr.split())
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_data_directory_says_how_to_get_it(tmp_path):
+    result = recforge("train", "gmf", "--dataset", "movielens-1m-ncf", "--data-dir", str(tmp_path), env={"COLUMNS": "400"})
+    assert result.returncode == 2
+    text = " ".join(result.stderr.split())
+    assert "missing training pairs file" in text and "recforge data prepare movielens-1m-ncf --download" in text
+    assert "Traceback" not in result.stderr
+
+
+def test_data_dir_from_environment_variable(shared_data, tmp_path):
+    result = recforge("data", "info", "movielens-100k", env={"RECFORGE_DATA_DIR": str(shared_data), "RECFORGE_CACHE_DIR": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert "943" in result.stdout and "1,682" in result.stdout

@@ -1,0 +1,117 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from recforge.config import TrainConfig
+from recforge.data.batches import iterate_batches
+from recforge.data.interactions import leave_one_out
+from recforge.errors import TrainingError
+from recforge.models import build_model
+from recforge.models.ncf import NCFConfig
+from recforge.training.trainer import Trainer
+
+
+def clustered_data(seed=0, users=60, items=40):
+    """Users in 2 groups, each liking one half of the catalogue: learnable structure."""
+    rng = np.random.default_rng(seed)
+    u, i, t = [], [], []
+    for user in range(users):
+        half = np.arange(items // 2) + (items // 2) * (user % 2)
+        chosen = rng.choice(half, size=12, replace=False)
+        u += [user] * 12
+        i += chosen.tolist()
+        t += rng.permutation(12).tolist()
+    data = leave_one_out("toy", np.array(u), np.array(i), np.array(t), users, items, num_negatives=15, seed=seed)
+    return data.with_validation(seed=seed)
+
+
+def test_training_learns_and_selects_on_validation(tmp_path):
+    from recforge.config import ExperimentConfig
+    from recforge.training.records import RunRecorder
+
+    data = clustered_data()
+    cfg = TrainConfig(epochs=6, batch_size=64, lr=0.01, full_ranking=True)
+    model = build_model("gmf", data.schema, NCFConfig(factors=8))
+    recorder = RunRecorder(tmp_path, ExperimentConfig(model_name="gmf", model=NCFConfig(factors=8), train=cfg))
+    trainer = Trainer(model, data, cfg, seed=0, recorder=recorder)
+    result = trainer.fit()
+    history = result.history
+    losses = [r["train/loss"] for r in history if r["epoch"] > 0]
+    assert losses[-1] < losses[0]
+    best = max(history, key=lambda r: r["valid/ndcg@10"])
+    assert result.summary["selected_epoch"] == best["epoch"]
+    # the restored weights are the selected epoch's: re-scoring validation gives its value
+    assert trainer.evaluate_split("valid")["ndcg@10"] == pytest.approx(best["valid/ndcg@10"])
+    assert result.summary["test/hit_rate@10"] > 0.5  # chance level is 10/16
+    # records on disk
+    lines = (recorder.path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == list(range(0, 7))
+    summary = json.loads((recorder.path / "summary.json").read_text())
+    assert summary["selected_epoch"] == best["epoch"] and "environment" in summary
+    assert "optimistic" in summary["optimistic_best_test_epoch"]["note"]
+    state = torch.load(recorder.path / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == best["epoch"]
+
+
+def test_runs_are_repeatable():
+    data = clustered_data()
+    cfg = TrainConfig(epochs=2, batch_size=32, full_ranking=False, report_best_test_epoch=False)
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(123)  # model init
+        model = build_model("neumf", data.schema, NCFConfig(factors=4))
+        runs.append(Trainer(model, data, cfg, seed=5).fit().history)
+    strip = lambda h: [{k: v for k, v in r.items() if not k.startswith("seconds/")} for r in h]  # noqa: E731
+    assert strip(runs[0]) == strip(runs[1])
+
+
+def test_without_validation_takes_last_epoch():
+    data = clustered_data()
+    from dataclasses import replace
+
+    data = replace(data, valid_users=None, valid_candidates=None)
+    cfg = TrainConfig(epochs=2, batch_size=64, full_ranking=False)
+    result = Trainer(build_model("mf", data.schema), data, cfg, seed=0).fit()
+    assert result.summary["selected_epoch"] == 2 and "last epoch" in result.summary["selection"]
+
+
+def test_itempop_needs_no_epochs():
+    data = clustered_data()
+    result = Trainer(build_model("itempop", data.schema), data, TrainConfig(epochs=5), seed=0).fit()
+    assert result.summary["epochs_run"] == 0 and 0 <= result.summary["test/hit_rate@10"] <= 1
+
+
+def test_nan_loss_stops_with_clear_message():
+    data = clustered_data()
+
+    class NaNInTraining(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = build_model("gmf", data.schema)
+
+        def forward(self, batch):
+            out = self.inner(batch)
+            return out * float("nan") if self.training else out
+
+    with pytest.raises(TrainingError, match="loss became nan in epoch 1"):
+        Trainer(NaNInTraining(), data, TrainConfig(epochs=1, batch_size=64), seed=0).fit()
+
+
+def test_nan_weights_give_a_clear_error():
+    data = clustered_data()
+    model = build_model("gmf", data.schema)
+    with torch.no_grad():
+        model.predict.weight.fill_(float("nan"))
+    with pytest.raises(TrainingError, match="scores contain NaN"):
+        Trainer(model, data, TrainConfig(epochs=1, batch_size=64), seed=0).fit()
+
+
+def test_last_partial_batch_is_kept():
+    x = torch.arange(10).reshape(5, 2)
+    y = torch.ones(5, 1)
+    sizes = [len(b) for b in iterate_batches(x, y, 2, torch.Generator().manual_seed(0))]
+    assert sizes == [2, 2, 1]
+    seen = torch.cat([b.sparse_features for b in iterate_batches(x, y, 2, torch.Generator().manual_seed(0))])
+    assert sorted(seen[:, 0].tolist()) == [0, 2, 4, 6, 8]
