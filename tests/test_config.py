@@ -49,3 +49,12 @@ def test_yaml_errors_name_the_line(tmp_path):
         read_yaml(path)
     with pytest.raises(ConfigError, match="cannot read config file"):
         read_yaml(tmp_path / "missing.yaml")
+
+
+def test_shipped_configs_parse():
+    from pathlib import Path
+
+    files = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
+    assert files
+    for path in files:
+        from_dict(read_yaml(path))
