@@ -60,8 +60,11 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override, e.g. train.batch_size=1024")
     parser.add_argument("--markdown", type=Path, help="also write the table as Markdown here")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (1 avoids OpenMP spin-waits when runs share cores)")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     console = None if args.quiet else Console(stderr=True)
     out = Console()
 
@@ -115,7 +118,7 @@ def main() -> None:
     fmt = lambda v: "—" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))  # noqa: E731
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(fmt(r[c]) for c in columns) + " |" for r in rows]
-    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}"
+    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} with {torch.get_num_threads()} threads"
     text = "\n".join(lines) + f"\n\nMachine: {machine}. Overrides: {args.overrides or 'none'}.\n"
     out.print(text)
     if args.markdown:

@@ -115,3 +115,19 @@ def test_last_partial_batch_is_kept():
     assert sizes == [2, 2, 1]
     seen = torch.cat([b.sparse_features for b in iterate_batches(x, y, 2, torch.Generator().manual_seed(0))])
     assert sorted(seen[:, 0].tolist()) == [0, 2, 4, 6, 8]
+
+
+def test_run_experiment_is_reproducible_from_the_seed(tmp_path):
+    """Same config and seed -> identical initial weights, history and test metrics."""
+    from recforge.config import from_dict
+    from recforge.training.experiment import run_experiment
+
+    data = clustered_data()
+    cfg = from_dict({"model": {"name": "neumf", "factors": 4}, "train": {"epochs": 2, "batch_size": 64, "full_ranking": False}, "seed": 7})
+    a = run_experiment(cfg, output_dir=tmp_path, data=data)
+    b = run_experiment(cfg, output_dir=tmp_path, data=data)
+    strip = lambda h: [{k: v for k, v in r.items() if not k.startswith("seconds/")} for r in h]  # noqa: E731
+    assert strip(a.history) == strip(b.history)
+    assert a.summary["test/ndcg@10"] == b.summary["test/ndcg@10"]
+    c = run_experiment(cfg.replace(seed=8), output_dir=tmp_path, data=data)
+    assert strip(c.history) != strip(a.history)

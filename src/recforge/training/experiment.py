@@ -61,6 +61,7 @@ def run_experiment(
     """
     if data is None:
         data = load_data(config, data_dir)
+    torch.manual_seed(config.seed)  # the initial weights are part of what the seed fixes
     model = build_model(config.model_name, data.schema, config.model)
     optimizer, lr = config.train.optimizer, config.train.lr
     extra: dict[str, Any] = {}
