@@ -26,7 +26,7 @@ def test_unknown_keys_and_bad_types_name_the_field():
         from_dict({"model": {"name": "gmf", "factors": "eight"}})
     with pytest.raises(ConfigError, match="train.optimizer must be one of"):
         from_dict({"model": {"name": "gmf"}, "train": {"optimizer": "lbfgs"}})
-    with pytest.raises(ConfigError, match="train.monitor must be a validation metric"):
+    with pytest.raises(ConfigError, match="train.monitor must be one of valid/hit_rate@10"):
         from_dict({"model": {"name": "gmf"}, "train": {"monitor": "test/ndcg@10"}})
     with pytest.raises(UnknownNameError):
         from_dict({"model": {"name": "nope"}})
@@ -58,3 +58,41 @@ def test_shipped_configs_parse():
     assert files
     for path in files:
         from_dict(read_yaml(path))
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ({"train": {"ks": []}}, "train.ks must list at least one"),
+        ({"train": {"ks": [5]}}, "train.monitor must be one of valid/hit_rate@5"),
+        ({"train": {"monitor": "valid/auc"}}, "train.monitor must be one of"),
+        ({"seed": -1}, r"seed must be an integer in \[0, 2\*\*32\)"),
+        ({"data": {"split_seed": 2**40}}, "data.split_seed must be"),
+        ({"train": {"weight_decay": -1}}, "train.weight_decay must be >= 0"),
+        ({"train": {"lr": float("nan")}}, "expected a finite number"),
+        ({"train": {"num_negatives": 0}}, "train.num_negatives must be >= 1"),
+        ({"train": {"device": "banana"}}, "train.device must be cpu, cuda or cuda:N"),
+        ({"train": {"device": "mps"}}, "train.device must be cpu, cuda or cuda:N"),
+        ({"model": {"name": "gmf", "init_std": -1}}, "model.init_std must be > 0"),
+        ({"pretrain": {"gmf_run": "x"}}, "pretrain.enabled is false"),
+        ({"train": 3}, "train: expected a mapping"),
+    ],
+)
+def test_invalid_values_are_config_errors(raw, message):
+    raw = {"model": {"name": "gmf"}, **raw} if "model" not in raw else raw
+    with pytest.raises(ConfigError, match=message):
+        from_dict(raw)
+
+
+def test_scientific_notation_learning_rates():
+    cfg = from_dict(apply_overrides({"model": {"name": "gmf"}}, ["train.lr=1e-5"]))
+    assert cfg.train.lr == 1e-5
+    with pytest.raises(ConfigError, match="model: expected a mapping"):
+        from_dict({"model": "gmf"})
+
+
+def test_non_utf8_config(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("model: {name: gmf}  # caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        read_yaml(path)

@@ -5,7 +5,7 @@ Layout of a config file (every key optional; unknown keys are rejected with thei
     model: {name: neumf, factors: 8}        # remaining keys go to the model's config dataclass
     data: {name: movielens-1m-ncf}
     train: {epochs: 20, batch_size: 256, optimizer: adam, lr: 0.001, num_negatives: 4}
-    pretrain: {enabled: false, alpha: 0.5, optimizer: sgd, lr: 0.05}
+    pretrain: {enabled: false, alpha: 0.5, optimizer: sgd, lr: 0.001}
     seed: 42
 """
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -41,6 +42,9 @@ class DataConfig:
     name: str = "movielens-1m-ncf"
     split_seed: int = 0
     validation: bool = True
+
+    def __post_init__(self) -> None:
+        check_seed("data.split_seed", self.split_seed)
 
 
 @dataclass(frozen=True)
@@ -79,17 +83,24 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _positive("train.epochs", self.epochs, allow_zero=True)
         _positive("train.batch_size", self.batch_size)
-        _positive("train.num_negatives", self.num_negatives, allow_zero=True)
         if self.lr <= 0:
             raise ConfigError(f"train.lr must be > 0, got {self.lr}")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"train.optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
-        if not self.monitor.startswith("valid/"):
-            raise ConfigError(f"train.monitor must be a validation metric such as valid/ndcg@10, got {self.monitor!r}")
-        if self.patience is not None:
-            _positive("train.patience", self.patience)
+        if self.weight_decay < 0:
+            raise ConfigError(f"train.weight_decay must be >= 0, got {self.weight_decay}")
+        if self.num_negatives < 1:
+            raise ConfigError(f"train.num_negatives must be >= 1 (BCE needs negatives), got {self.num_negatives}")
+        if not self.ks:
+            raise ConfigError("train.ks must list at least one cut-off, for example [10]")
         for k in self.ks:
             _positive("train.ks", k)
+        valid_monitors = [f"valid/{m}@{k}" for k in self.ks for m in ("hit_rate", "ndcg")] + ["valid/mrr"]
+        if self.monitor not in valid_monitors:
+            raise ConfigError(f"train.monitor must be one of {', '.join(valid_monitors)} (validation only), got {self.monitor!r}")
+        if self.patience is not None:
+            _positive("train.patience", self.patience)
+        _check_device(self.device)
 
 
 @dataclass(frozen=True)
@@ -119,6 +130,8 @@ class PretrainConfig:
             raise ConfigError(f"pretrain.optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.lr <= 0:
             raise ConfigError(f"pretrain.lr must be > 0, got {self.lr}")
+        if not self.enabled and (self.gmf_run or self.mlp_run):
+            raise ConfigError("pretrain.gmf_run / pretrain.mlp_run are set but pretrain.enabled is false (add --pretrain)")
 
 
 @dataclass(frozen=True)
@@ -158,6 +171,24 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _check_device(device: str) -> None:
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"train.device must be cpu, cuda or cuda:N, got {device!r}") from None
+    if parsed.type not in ("cpu", "cuda"):
+        raise ConfigError(f"train.device must be cpu, cuda or cuda:N, got {device!r}")
+
+
+def check_seed(name: str, value: int) -> int:
+    """Seeds must be in [0, 2**32) (NumPy's and PyTorch's common range)."""
+    if not 0 <= value < 2**32:
+        raise ConfigError(f"{name} must be an integer in [0, 2**32), got {value}")
+    return value
+
+
 def _positive(name: str, value: int, allow_zero: bool = False) -> None:
     if value < 0 or (value == 0 and not allow_zero):
         raise ConfigError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
@@ -193,8 +224,15 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
             raise ConfigError(f"{path}: expected an integer, got {value!r}")
         return value
     if hint is float:
+        if isinstance(value, str):
+            try:  # YAML 1.1 reads 1e-3 (no dot) as a string
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{path}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{path}: expected a finite number, got {value!r}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
@@ -235,6 +273,9 @@ def from_dict(raw: dict[str, Any]) -> ExperimentConfig:
     unknown = sorted(set(raw) - {"model", "data", "train", "pretrain", "seed"})
     if unknown:
         raise ConfigError(f"unknown top-level key {unknown[0]!r}; valid: model, data, train, pretrain, seed")
+    for section in ("model", "data", "train", "pretrain"):
+        if raw.get(section) is not None and not isinstance(raw[section], dict):
+            raise ConfigError(f"{section}: expected a mapping of keys to values, got {raw[section]!r}")
     model_section = dict(raw.get("model") or {})
     name = model_section.pop("name", None)
     if not isinstance(name, str):
@@ -247,7 +288,7 @@ def from_dict(raw: dict[str, Any]) -> ExperimentConfig:
         data=build_dataclass(DataConfig, raw.get("data") or {}, "data"),
         train=build_dataclass(TrainConfig, raw.get("train") or {}, "train"),
         pretrain=build_dataclass(PretrainConfig, raw.get("pretrain") or {}, "pretrain"),
-        seed=_coerce(seed, int, "seed"),
+        seed=check_seed("seed", _coerce(seed, int, "seed")),
     )
 
 
@@ -262,6 +303,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); expected a YAML file") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -275,26 +318,35 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``key.path=value`` strings (values parsed as YAML) to a nested dict copy.
+def apply_overrides(raw: dict[str, Any], overrides: list[str], values: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Apply ``key.path=value`` strings (values parsed as YAML) and typed ``values`` to a copy of ``raw``.
+
+    Args:
+        raw: nested config dict.
+        overrides: ``--set`` strings such as ``model.factors=16``.
+        values: already-typed values by dotted key (from CLI options), applied first.
 
     Raises:
-        ConfigError: if an override lacks ``=`` or its value is not valid YAML.
+        ConfigError: if an override lacks ``=``, its value is not valid YAML, or a path crosses a value.
     """
     out = json.loads(json.dumps(raw))
+    pairs: list[tuple[str, Any]] = list((values or {}).items())
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set expects key=value (for example model.factors=16), got {item!r}")
         key, text = item.split("=", 1)
         try:
-            value = yaml.safe_load(text)
+            pairs.append((key, yaml.safe_load(text)))
         except yaml.YAMLError:
             raise ConfigError(f"--set {key}: value {text!r} is not valid YAML") from None
+    for key, value in pairs:
         node = out
         parts = key.strip().split(".")
         for part in parts[:-1]:
-            node = node.setdefault(part, {})
+            if node.get(part) is None:
+                node[part] = {}
+            node = node[part]
             if not isinstance(node, dict):
-                raise ConfigError(f"--set {key}: {part} is not a section")
+                raise ConfigError(f"{key}: {part} is not a section")
         node[parts[-1]] = value
     return out

@@ -88,7 +88,7 @@ def test_missing_data_directory_says_how_to_get_it(tmp_path):
     result = recforge("train", "gmf", "--dataset", "movielens-1m-ncf", "--data-dir", str(tmp_path), env={"COLUMNS": "400"})
     assert result.returncode == 2
     text = " ".join(result.stderr.split())
-    assert "missing training pairs file" in text and "recforge data prepare movielens-1m-ncf --download" in text
+    assert "ml-1m-ncf does not exist" in text and "recforge data prepare movielens-1m-ncf --download" in text
     assert "Traceback" not in result.stderr
 
 
@@ -96,3 +96,49 @@ def test_data_dir_from_environment_variable(shared_data, tmp_path):
     result = recforge("data", "info", "movielens-100k", env={"RECFORGE_DATA_DIR": str(shared_data), "RECFORGE_CACHE_DIR": str(tmp_path)})
     assert result.returncode == 0, result.stderr
     assert "943" in result.stdout and "1,682" in result.stdout
+
+
+def test_more_bad_input_is_handled(shared_data, tmp_path):
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    cases = [
+        (["train", "gmf", "--dataset", "movielens-100k", "--data-dir", str(shared_data), "--output-dir", str(not_a_dir)], "cannot create run directory"),
+        (["train", "gmf", "--set", "model.name=mlp", "--data-dir", str(shared_data)], "names model 'mlp', but the command trains 'gmf'"),
+        (["train", "gmf", "--device", "cuda:0", "--data-dir", str(shared_data)], None),
+        (["train", "gmf", "--lr", "0.00001", "--epochs", "0", "--dataset", "movielens-100k", "--data-dir", str(shared_data), "--output-dir", str(tmp_path / "ok")], "ok"),
+    ]
+    for args, message in cases:
+        result = recforge(*args, env={"COLUMNS": "400", "RECFORGE_CACHE_DIR": str(tmp_path / "cache")})
+        assert "Traceback" not in result.stderr, result.stderr
+        if message == "ok":
+            assert result.returncode == 0, result.stderr
+            assert "no training epochs" in result.stdout
+        elif message is None:  # cuda: fine where a GPU exists, a clear error where not
+            assert result.returncode in (0, 2)
+        else:
+            assert result.returncode == 2 and message in " ".join(result.stderr.split())
+
+
+def test_failed_run_leaves_no_empty_directory(shared_data, tmp_path):
+    result = recforge(
+        "train", "gmf", "--dataset", "movielens-100k", "--set", "train.ks=[5]", "--data-dir", str(shared_data),
+        "--output-dir", str(tmp_path / "runs"), env={"RECFORGE_CACHE_DIR": str(tmp_path / "cache")},
+    )
+    assert result.returncode == 2
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_evaluate_rejects_a_checkpoint_that_does_not_fit(shared_data, tmp_path):
+    env = {"RECFORGE_CACHE_DIR": str(tmp_path / "cache")}
+    for factors in ("4", "8"):
+        r = recforge("train", "gmf", "--dataset", "movielens-100k", "--epochs", "0", "--factors", factors,
+                     "--data-dir", str(shared_data), "--output-dir", str(tmp_path / f"f{factors}"), "--quiet", env=env)
+        assert r.returncode == 0, r.stderr
+    (run4,) = (tmp_path / "f4").iterdir()
+    (run8,) = (tmp_path / "f8").iterdir()
+    (run8 / "checkpoint.pt").write_bytes((run4 / "checkpoint.pt").read_bytes())
+    result = recforge("evaluate", str(run8), "--data-dir", str(shared_data), env=env)
+    assert result.returncode == 2 and "does not fit the model" in result.stderr
+    (run8 / "checkpoint.pt").write_bytes(b"garbage")
+    result = recforge("evaluate", str(run8), "--data-dir", str(shared_data), env=env)
+    assert result.returncode == 2 and "not a readable recforge checkpoint" in result.stderr

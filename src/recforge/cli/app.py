@@ -17,14 +17,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from recforge.errors import RecforgeError
+from recforge.errors import ConfigError, RecforgeError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Deep-learning recommenders from their papers.")
 data_app = typer.Typer(no_args_is_help=True, help="List, inspect, verify and download datasets.")
 app.add_typer(data_app, name="data")
 
-console = Console(stderr=True)
-out = Console()
+console = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 
 def user_errors(command: Callable[..., None]) -> Callable[..., None]:
     """Turn user errors (RecforgeError) into one red line on stderr and exit code 2."""
@@ -99,7 +99,11 @@ def data_prepare(
 
     source = get_dataset(name)
     if download:
-        source.download(data_dir)
+        try:
+            source.verify(data_dir)
+            out.print(f"{name}: files already present and verified; nothing to download")
+        except RecforgeError:
+            source.download(data_dir)
     data = source.load(data_dir, seed=seed)
     out.print(f"{name}: checksums verified; {data.num_train:,} training interactions; split cached under {resolve_cache_dir()}")
 
@@ -132,6 +136,7 @@ def train(
     data_dir: DataDir = None,
     output_dir: Annotated[Path, typer.Option(help="Where run directories go.")] = Path("runs"),
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda or cuda:N.")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="torch CPU threads (default: all cores).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress output.")] = False,
 ) -> None:
     """Train MODEL on a dataset, select the epoch on validation, score the test set once."""
@@ -139,10 +144,6 @@ def train(
     from recforge.training.experiment import run_experiment
 
     raw: dict[str, Any] = read_yaml(config) if config else {}
-    raw.setdefault("model", {})
-    if raw["model"].get("name", model) != model:
-        raise typer.BadParameter(f"config {config} is for model {raw['model']['name']!r}, not {model!r}")
-    raw["model"]["name"] = model
     cli_values = {
         "data.name": dataset,
         "model.factors": factors,
@@ -151,19 +152,22 @@ def train(
         "train.lr": lr,
         "train.device": device,
         "seed": seed,
+        "pretrain.enabled": True if pretrain else None,
     }
-    overrides = [f"{k}={v}" for k, v in cli_values.items() if v is not None]
-    if pretrain:
-        overrides.append("pretrain.enabled=true")
-    resolved = from_dict(apply_overrides(raw, overrides + list(set_ or [])))
-    if resolved.train.device.startswith("cuda"):
+    raw = apply_overrides(raw, list(set_ or []), {k: v for k, v in cli_values.items() if v is not None})
+    model_section = raw.get("model") if isinstance(raw.get("model"), dict) else None
+    if model_section is not None and model_section.get("name", model) != model:
+        where = f"config {config}" if config else "--set model.name"
+        raise ConfigError(f"{where} names model {model_section['name']!r}, but the command trains {model!r}")
+    raw = apply_overrides(raw, [], {"model.name": model})
+    resolved = from_dict(raw)
+    if threads:
         import torch
 
-        if not torch.cuda.is_available():
-            raise RecforgeError(f"train.device is {resolved.train.device} but no CUDA device is available")
+        torch.set_num_threads(threads)
     result = run_experiment(resolved, data_dir=data_dir, output_dir=output_dir, console=None if quiet else console)
     out.print(summary_table(result.summary))
-    out.print(f"run directory: {result.path}")
+    out.print(f"run directory: {result.path}", soft_wrap=True)
 
 
 @app.command("evaluate")
@@ -178,7 +182,8 @@ def evaluate(
     from recforge.training.experiment import evaluate_run
 
     metrics = evaluate_run(run, data_dir, full_ranking=full_ranking, device=device)
-    table = Table("metric", "value", title=f"{run}")
+    out.print(f"run directory: {run}", soft_wrap=True)
+    table = Table("metric", "value")
     for key, value in metrics.items():
         table.add_row(key, f"{value:.4f}")
     out.print(table)
@@ -202,6 +207,8 @@ def summary_table(summary: dict[str, Any]) -> Table:
     if timings:
         table.add_row("seconds per epoch (sampling + training)", f"{timings['seconds_per_epoch']:.1f}")
         table.add_row("total seconds", f"{timings['total_s']:.1f}")
+        if "total_with_pretraining_s" in timings:
+            table.add_row("total seconds including GMF and MLP pre-training", f"{timings['total_with_pretraining_s']:.1f}")
     return table
 
 

@@ -120,8 +120,17 @@ def verify(folder: Path, files: tuple[DataFile, ...], how_to_get: str) -> dict[s
         DataMissingError: if a file is absent (the message lists the accepted names and how to get them).
         DataError: if a checksum differs (the message gives expected and found digests).
     """
+    if not folder.is_dir():
+        parent = folder.parent
+        what = "does not exist" if not parent.exists() else ("is not a directory" if not parent.is_dir() else None)
+        if what:
+            raise DataMissingError(f"data directory {parent} {what}. {how_to_get}")
+        raise DataMissingError(f"dataset folder {folder} does not exist. {how_to_get}")
     found: dict[str, Path] = {}
     for data_file in files:
+        for variant in data_file.variants:
+            if (folder / variant.filename).exists() and not (folder / variant.filename).is_file():
+                raise DataError("expected a file, found a directory or special file", folder / variant.filename)
         hit = data_file.locate(folder)
         if hit is None:
             names = " or ".join(v.filename for v in data_file.variants)
@@ -129,7 +138,10 @@ def verify(folder: Path, files: tuple[DataFile, ...], how_to_get: str) -> dict[s
                 f"missing {data_file.role} file: expected {names} in {folder}. {how_to_get}"
             )
         path, variant = hit
-        actual = variant.checksum.compute(path)
+        try:
+            actual = variant.checksum.compute(path)
+        except OSError as exc:
+            raise DataError(f"cannot read file: {exc.strerror}", path) from None
         if actual != variant.checksum.digest:
             raise DataError(
                 f"checksum mismatch ({variant.checksum.kind}): expected {variant.checksum.digest}, "
@@ -165,6 +177,7 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -173,6 +186,12 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -48,6 +48,8 @@ class NCFConfig:
     def __post_init__(self) -> None:
         if self.factors < 1:
             raise ConfigError(f"model.factors must be >= 1, got {self.factors}")
+        if not self.init_std > 0:
+            raise ConfigError(f"model.init_std must be > 0, got {self.init_std}")
         layers = self.tower
         if len(layers) < 2 or layers[0] % 2 or any(w < 1 for w in layers):
             raise ConfigError(

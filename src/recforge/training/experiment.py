@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +18,7 @@ from recforge.config import ExperimentConfig
 from recforge.data.datasets import get_dataset
 from recforge.data.interactions import LeaveOneOutData
 from recforge.data.schema import user_item_schema
-from recforge.errors import ConfigError
+from recforge.errors import ConfigError, RecforgeError
 from recforge.models.ncf import GMF, NCFMLP, NeuMF
 from recforge.models.registry import build_model
 from recforge.training.records import RunRecorder, load_checkpoint, load_run_config
@@ -59,6 +62,7 @@ def run_experiment(
         DataError / DataMissingError: for missing or malformed data.
         TrainingError: if the loss diverges.
     """
+    started = time.perf_counter()
     if data is None:
         data = load_data(config, data_dir)
     torch.manual_seed(config.seed)  # the initial weights are part of what the seed fixes
@@ -85,13 +89,31 @@ def run_experiment(
         optimizer, lr = config.pretrain.optimizer, config.pretrain.lr
         if console:
             console.rule(f"fine-tuning NeuMF ({optimizer}, lr {lr})")
+    trainer = Trainer(model, data, config.train, config.seed, optimizer=optimizer, lr=lr, console=console)
     recorder = RunRecorder(output_dir, config)
-    trainer = Trainer(model, data, config.train, config.seed, recorder, optimizer=optimizer, lr=lr, console=console)
-    fit: FitResult = trainer.fit()
+    trainer.recorder = recorder
+    try:
+        fit: FitResult = trainer.fit()
+    except BaseException as exc:
+        _keep_or_remove_partial_run(recorder.path, exc)
+        raise
     summary = {"model": config.model_name, "dataset": config.data.name, **fit.summary, **extra}
     if extra:
+        summary["timings"]["total_with_pretraining_s"] = time.perf_counter() - started
         recorder.write_summary(summary)
     return RunResult(path=recorder.path, summary=summary, history=fit.history, model=model)
+
+
+def _keep_or_remove_partial_run(path: Path, exc: BaseException) -> None:
+    """After a failed run: delete a directory that holds no checkpoint yet, else say where it is."""
+    if not (path / "checkpoint.pt").exists():
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    note = f"partial run kept in {path} (checkpoint of the best epoch so far; no summary.json)"
+    if isinstance(exc, RecforgeError):
+        exc.args = (f"{exc.args[0] if exc.args else exc}; {note}",)
+    elif isinstance(exc, KeyboardInterrupt):
+        print(note, file=sys.stderr)
 
 
 def load_trained_model(run_dir: str | Path, expect: ExperimentConfig | None = None) -> nn.Module:
@@ -105,16 +127,25 @@ def load_trained_model(run_dir: str | Path, expect: ExperimentConfig | None = No
         ConfigError: if the directory is not a finished run or does not match ``expect``.
     """
     config = load_run_config(run_dir)
-    if expect is not None and (config.model_name, config.model) != (expect.model_name, expect.model):
-        raise ConfigError(
-            f"{run_dir} trained {config.model_name} {config.model}, expected {expect.model_name} {expect.model}"
-        )
+    if expect is not None:
+        if config.data != expect.data:
+            raise ConfigError(f"{run_dir} was trained on {config.data}, expected {expect.data}")
+        if (config.model_name, config.model) != (expect.model_name, expect.model):
+            raise ConfigError(
+                f"{run_dir} trained {config.model_name} {config.model}, expected {expect.model_name} {expect.model}"
+            )
     state = load_checkpoint(run_dir)
     sizes = state.get("schema")
     if not sizes:
         raise ConfigError(f"{run_dir}/checkpoint.pt lacks the schema sizes; re-train the run with this version")
     model = build_model(config.model_name, user_item_schema(sizes["num_users"], sizes["num_items"]), config.model)
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        raise ConfigError(
+            f"{run_dir}/checkpoint.pt does not fit the model in its config.yaml ({first[1].strip() if len(first) > 1 else first[0]})"
+        ) from None
     return model
 
 
@@ -129,6 +160,12 @@ def evaluate_run(
     config = load_run_config(run_dir)
     data = load_data(config, data_dir)
     model = load_trained_model(run_dir)
+    sizes = load_checkpoint(run_dir)["schema"]
+    if (sizes["num_users"], sizes["num_items"]) != (data.num_users, data.num_items):
+        raise ConfigError(
+            f"{run_dir} was trained with {sizes['num_users']} users / {sizes['num_items']} items, but "
+            f"{config.data.name} has {data.num_users} / {data.num_items}"
+        )
     train_config = dataclasses.replace(config.train, device=device)
     trainer = Trainer(model.to(torch.device(device)), data, train_config, config.seed)
     metrics: dict[str, float] = {}

@@ -45,7 +45,10 @@ class RunRecorder:
         while path.exists():
             n += 1
             path = base / f"{name}-{n}"
-        path.mkdir(parents=True)
+        try:
+            path.mkdir(parents=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create run directory {path}: {exc.strerror}") from None
         self.path = path
         self.epochs: list[dict[str, Any]] = []
         atomic_write_text(path / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
@@ -117,4 +120,5 @@ def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is a user-facing error
-        raise ConfigError(f"{path}: cannot read checkpoint: {exc}") from None
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"{path}: not a readable recforge checkpoint ({reason})") from None

@@ -24,12 +24,27 @@ from recforge.config import TrainConfig
 from recforge.data.batches import iterate_batches
 from recforge.data.interactions import LeaveOneOutData
 from recforge.data.sampling import InteractionIndex, pointwise_examples
-from recforge.errors import TrainingError
+from recforge.errors import ConfigError, TrainingError
 from recforge.evaluation.protocols import evaluate_full_ranking, evaluate_sampled
 from recforge.training.optim import build_optimizer
 from recforge.training.records import RunRecorder
 
 PROGRESS_EVERY = 200  # batches between progress-bar refreshes (refreshing costs ~20 us a call)
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device for ``name`` (cpu, cuda, cuda:N).
+
+    Raises:
+        ConfigError: if it names a CUDA device that this machine does not have.
+    """
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {name} requested but CUDA is not available here (torch {torch.__version__}); use cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {name} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+    return device
 
 
 @dataclass
@@ -75,7 +90,7 @@ class Trainer:
         self.seed = seed
         self.recorder = recorder
         self.console = console
-        self.device = torch.device(config.device)
+        self.device = resolve_device(config.device)
         self.optimizer_name = optimizer or config.optimizer
         self.lr = lr if lr is not None else config.lr
 
@@ -208,7 +223,11 @@ class Trainer:
         trained_epochs = sum(1 for r in history if r["epoch"] > 0)
         summary: dict[str, Any] = {
             "selected_epoch": best_epoch,
-            "selection": f"best {cfg.monitor}" if has_validation else "last epoch (no validation split)",
+            "selection": (
+                "no training epochs"
+                if epochs == 0
+                else f"best {cfg.monitor}" if has_validation else "last epoch (no validation split)"
+            ),
             "epochs_run": trained_epochs,
             **{k: v for r in history if r["epoch"] == best_epoch for k, v in r.items() if k.startswith("valid/")},
             **test,
@@ -293,4 +312,4 @@ class Trainer:
             if key in record:
                 parts.append(f"{key} {record[key]:.4f}")
         parts.append(f"{record['seconds/sampling'] + record['seconds/train']:.1f}s train")
-        self.console.print("  ".join(parts))
+        self.console.print("  ".join(parts), soft_wrap=True, highlight=False)

@@ -13,6 +13,8 @@ Licence: GroupLens terms (research use, no redistribution); files are never copi
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +30,18 @@ NCF_RAW = "https://raw.githubusercontent.com/hexiangnan/neural_collaborative_fil
 GROUPLENS = "https://files.grouplens.org/datasets/movielens"
 NCF_CITATION = "He et al., Neural Collaborative Filtering, WWW 2017 (arXiv:1708.05031)"
 GROUPLENS_CITATION = "Harper & Konstan, The MovieLens Datasets, ACM TiiS 2015"
+
+
+@contextmanager
+def _cleanup_on_failure(folder: Path) -> Iterator[None]:
+    """Remove ``folder`` if a download into it fails and leaves it empty."""
+    existed = folder.exists()
+    try:
+        yield
+    except BaseException:
+        if not existed and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+        raise
 
 
 def _dense_ids(raw: np.ndarray) -> tuple[np.ndarray, int]:
@@ -94,10 +108,11 @@ class MovieLens1MNCF(DatasetSource):
 
     def download(self, data_dir: str | Path | None = None) -> None:
         folder = resolve_data_dir(data_dir) / self.folder
-        for data_file in self.files:
-            variant = data_file.variants[0]
-            if not (folder / variant.filename).is_file():
-                download(f"{NCF_RAW}/{variant.filename}", folder / variant.filename, variant.checksum)
+        with _cleanup_on_failure(folder):
+            for data_file in self.files:
+                if data_file.locate(folder) is None:
+                    variant = data_file.variants[0]
+                    download(f"{NCF_RAW}/{variant.filename}", folder / variant.filename, variant.checksum)
 
 
 class _RawMovieLens(DatasetSource):
@@ -126,12 +141,15 @@ class _RawMovieLens(DatasetSource):
 
     def download(self, data_dir: str | Path | None = None) -> None:
         folder = resolve_data_dir(data_dir) / self.folder
-        archive = folder / f"{self.archive}.zip"
-        if not archive.is_file():
-            download(f"{GROUPLENS}/{self.archive}.zip", archive)
-        variant = self.files[0].variants[0]
-        extract_member(archive, f"{self.archive}/{self.ratings_member}", folder / variant.filename)
-        self.verify(data_dir)
+        if self.files[0].locate(folder) is not None:
+            return
+        with _cleanup_on_failure(folder):
+            archive = folder / f"{self.archive}.zip"
+            if not archive.is_file():
+                download(f"{GROUPLENS}/{self.archive}.zip", archive)
+            variant = self.files[0].variants[0]
+            extract_member(archive, f"{self.archive}/{self.ratings_member}", folder / variant.filename)
+            self.verify(data_dir)
 
 
 @register_dataset

@@ -71,8 +71,8 @@ class DatasetSource:
         if use_cache and cache.is_file():
             try:
                 return _from_npz(cache)
-            except (OSError, ValueError, KeyError):
-                warnings.warn(f"ignoring unreadable cache {cache}; rebuilding", stacklevel=2)
+            except Exception:  # noqa: BLE001 - any damaged cache (truncated zip, bad arrays) is rebuilt
+                warnings.warn(f"ignoring unreadable cache {cache}; rebuilding it", stacklevel=2)
         data = self.build(paths, seed)
         if use_cache:
             try:
