@@ -8,7 +8,10 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("RECFORGE_TEST_DATA_DIR", REPO.parent / "shared" / "data"))
+# The real data: $RECFORGE_TEST_DATA_DIR, else $RECFORGE_DATA_DIR, else ../shared/data beside the clone.
+SHARED_DATA = Path(
+    os.environ.get("RECFORGE_TEST_DATA_DIR") or os.environ.get("RECFORGE_DATA_DIR") or REPO.parent / "shared" / "data"
+)
 
 
 @pytest.fixture(autouse=True)
@@ -21,5 +24,5 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
 def shared_data() -> Path:
     """The real datasets; CI has them beside the repository."""
     if not (SHARED_DATA / "ml-1m-ncf").is_dir():
-        pytest.fail(f"real data not found at {SHARED_DATA}; set RECFORGE_TEST_DATA_DIR")
+        pytest.fail(f"real data not found at {SHARED_DATA}; set RECFORGE_TEST_DATA_DIR to the folder holding ml-1m-ncf/")
     return SHARED_DATA
