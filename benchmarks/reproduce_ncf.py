@@ -66,7 +66,6 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     console = None if args.quiet else Console(stderr=True)
-    out = Console()
 
     rows: list[dict[str, Any]] = []
     data = None
@@ -120,7 +119,7 @@ def main() -> None:
     lines += ["| " + " | ".join(fmt(r[c]) for c in columns) + " |" for r in rows]
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} with {torch.get_num_threads()} threads"
     text = "\n".join(lines) + f"\n\nMachine: {machine}. Overrides: {args.overrides or 'none'}.\n"
-    out.print(text)
+    print(text)
     if args.markdown:
         args.markdown.write_text(text)
 
