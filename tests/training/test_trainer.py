@@ -131,3 +131,19 @@ def test_run_experiment_is_reproducible_from_the_seed(tmp_path):
     assert a.summary["test/ndcg@10"] == b.summary["test/ndcg@10"]
     c = run_experiment(cfg.replace(seed=8), output_dir=tmp_path, data=data)
     assert strip(c.history) != strip(a.history)
+
+
+def test_warns_when_no_epoch_beats_the_initial_model():
+    data = clustered_data()
+    torch.manual_seed(0)
+    model = build_model("gmf", data.schema)
+    with torch.no_grad():  # start from a good model: a perfect half-catalogue split
+        model.user_embedding.weight.zero_()
+        model.user_embedding.weight[:, 0] = torch.tensor([1.0, -1.0]).repeat(30)
+        model.item_embedding.weight.zero_()
+        model.item_embedding.weight[:, 0] = torch.tensor([1.0] * 20 + [-1.0] * 20)
+        model.predict.weight.fill_(0.0)
+        model.predict.weight[0, 0] = 5.0
+    with pytest.warns(UserWarning, match="no training epoch beat the initial model"):
+        result = Trainer(model, data, TrainConfig(epochs=2, batch_size=64, lr=100.0, full_ranking=False), seed=0).fit()
+    assert result.summary["selected_epoch"] == 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +54,11 @@ class FitResult:
 
     summary: dict[str, Any]
     history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def trained_epochs(history: list[dict[str, Any]]) -> int:
+    """Number of training epochs in a history (epoch 0 is the evaluation before training)."""
+    return sum(1 for r in history if r["epoch"] > 0)
 
 
 def _prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
@@ -213,6 +219,12 @@ class Trainer:
         if epochs == 0 and self.recorder:
             self._checkpoint(0, optimizer, rng, order)
         assert best_state is not None
+        if has_validation and trained_epochs(history) > 0 and best_epoch == 0:
+            warnings.warn(
+                f"no training epoch beat the initial model on {cfg.monitor}; the initial weights are kept "
+                f"(check train.lr = {self.lr} and the data)",
+                stacklevel=2,
+            )
         self.model.load_state_dict(best_state)
 
         t0 = time.perf_counter()
@@ -220,7 +232,7 @@ class Trainer:
         if cfg.full_ranking:
             test.update(_prefixed("test_full", self.evaluate_full()))
         timings["test_s"] = time.perf_counter() - t0
-        trained_epochs = sum(1 for r in history if r["epoch"] > 0)
+        n_trained = trained_epochs(history)
         summary: dict[str, Any] = {
             "selected_epoch": best_epoch,
             "selection": (
@@ -228,12 +240,12 @@ class Trainer:
                 if epochs == 0
                 else f"best {cfg.monitor}" if has_validation else "last epoch (no validation split)"
             ),
-            "epochs_run": trained_epochs,
+            "epochs_run": n_trained,
             **{k: v for r in history if r["epoch"] == best_epoch for k, v in r.items() if k.startswith("valid/")},
             **test,
             "timings": {
                 **timings,
-                "seconds_per_epoch": (timings["sampling_s"] + timings["train_s"]) / max(trained_epochs, 1),
+                "seconds_per_epoch": (timings["sampling_s"] + timings["train_s"]) / max(n_trained, 1),
                 "total_s": time.perf_counter() - started,
             },
             "train_examples_per_epoch": int(self.data.num_train * (1 + cfg.num_negatives)),
