@@ -11,6 +11,7 @@ Layout of a config file (every key optional; unknown keys are rejected with thei
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -62,8 +63,9 @@ class TrainConfig:
         patience: stop after this many epochs without improvement (None: run all epochs).
         ks: cut-offs for HR@K / NDCG@K.
         full_ranking: also score the selected model against the whole catalogue at the end.
-        report_best_test_epoch: also score the test set every epoch to report the paper-style
-            best-test-epoch figure (optimistic; never used for selection).
+        report_best_test_epoch: also score the test set every epoch, only to report the paper-style
+            best-test-epoch figure beside the honest one (optimistic; never used for selection or
+            early stopping; the reported test metrics are those of the validation-selected epoch).
         device: cpu, cuda, or cuda:N.
     """
 
@@ -251,7 +253,7 @@ def build_dataclass(cls: type, values: dict[str, Any], section: str) -> Any:
         raise ConfigError(f"{section}: expected a mapping of keys to values, got {values!r}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls) if f.init]
-    unknown = sorted(set(values) - set(names))
+    unknown = sorted((str(k) for k in set(values) - set(names)))
     if unknown:
         raise ConfigError(f"unknown key {section}.{unknown[0]}; valid keys in {section}: {', '.join(names) or '(none)'}")
     kwargs = {k: _coerce(v, hints[k], f"{section}.{k}") for k, v in values.items()}
@@ -270,7 +272,7 @@ def from_dict(raw: dict[str, Any]) -> ExperimentConfig:
     from recforge.models.registry import get_model_entry
 
     raw = dict(raw or {})
-    unknown = sorted(set(raw) - {"model", "data", "train", "pretrain", "seed"})
+    unknown = sorted(str(k) for k in set(raw) - {"model", "data", "train", "pretrain", "seed"})
     if unknown:
         raise ConfigError(f"unknown top-level key {unknown[0]!r}; valid: model, data, train, pretrain, seed")
     for section in ("model", "data", "train", "pretrain"):
@@ -329,7 +331,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str], values: dict[str,
     Raises:
         ConfigError: if an override lacks ``=``, its value is not valid YAML, or a path crosses a value.
     """
-    out = json.loads(json.dumps(raw))
+    out = copy.deepcopy(raw)
     pairs: list[tuple[str, Any]] = list((values or {}).items())
     for item in overrides:
         if "=" not in item:

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from recforge.config import check_seed
 from recforge.errors import ConfigError, RecforgeError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Deep-learning recommenders from their papers.")
@@ -73,7 +74,7 @@ def data_info(
     from recforge.data.files import resolve_data_dir
 
     source = get_dataset(name)
-    data = source.load(data_dir, seed=seed)
+    data = source.load(data_dir, seed=check_seed("--seed", seed))
     table = Table("", name, show_header=True)
     table.add_row("folder", str(resolve_data_dir(data_dir) / source.folder))
     for key, value in data.describe().items():
@@ -98,6 +99,7 @@ def data_prepare(
     from recforge.data.files import resolve_cache_dir
 
     source = get_dataset(name)
+    check_seed("--seed", seed)
     if download:
         try:
             source.verify(data_dir)
@@ -161,7 +163,9 @@ def train(
         raise ConfigError(f"{where} names model {model_section['name']!r}, but the command trains {model!r}")
     raw = apply_overrides(raw, [], {"model.name": model})
     resolved = from_dict(raw)
-    if threads:
+    if threads is not None:
+        if threads < 1:
+            raise ConfigError(f"--threads must be >= 1, got {threads}")
         import torch
 
         torch.set_num_threads(threads)

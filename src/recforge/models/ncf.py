@@ -7,7 +7,9 @@ All four score a (user, item) pair from ``batch.sparse_features[:, 0]`` (user) a
 * ``gmf``: Eq. 9, y = a_out(h^T (p_u ⊙ q_i)), the element-wise product through a learned linear layer.
 * ``mlp``: Eq. 10, a tower over [p_u ; q_i]; for predictive factors f the tower is 4f -> 2f -> f
   over two 2f-dim embeddings (Sec. 4.1: "if the predictive factors is 8, then the architecture of
-  the neural CF layers is 32 -> 16 -> 8, and the embedding size is 16").
+  the neural CF layers is 32 -> 16 -> 8, and the embedding size is 16"). The authors' code runs
+  ``--layers [64,32,16,8]`` at f = 8 instead (32-dim embeddings, one more hidden layer); set
+  ``mlp_layers`` to (8f, 4f, 2f, f) for that variant. The paper's text is the default.
 * ``neumf``: Eq. 11-12, GMF and MLP with separate embeddings, their last layers concatenated
   into one prediction layer; ``load_pretrained`` implements the Sec. 3.4.1 initialisation.
 
@@ -75,7 +77,7 @@ def _ids(batch: Batch) -> tuple[Tensor, Tensor]:
 
 @register_model("mf", NCFConfig)
 class MF(nn.Module):
-    """Matrix factorisation: logit = <p_u, q_i> + b_u + b_i + b (Koren, Bell & Volinsky, IEEE Computer 2009, Eq. 3).
+    """Matrix factorisation: logit = <p_u, q_i> + b_u + b_i + b (Koren, Bell & Volinsky, IEEE Computer 2009, Eq. 4).
 
     Shape: batch.sparse_features [B, 2] (user, item) -> logits [B].
     """

@@ -136,7 +136,7 @@ def load_trained_model(run_dir: str | Path, expect: ExperimentConfig | None = No
             )
     state = load_checkpoint(run_dir)
     sizes = state.get("schema")
-    if not sizes:
+    if not sizes or "model" not in state:
         raise ConfigError(f"{run_dir}/checkpoint.pt lacks the schema sizes; re-train the run with this version")
     model = build_model(config.model_name, user_item_schema(sizes["num_users"], sizes["num_items"]), config.model)
     try:
@@ -167,7 +167,8 @@ def evaluate_run(
             f"{config.data.name} has {data.num_users} / {data.num_items}"
         )
     train_config = dataclasses.replace(config.train, device=device)
-    trainer = Trainer(model.to(torch.device(device)), data, train_config, config.seed)
+    trainer = Trainer(model, data, train_config, config.seed)  # checks the device first
+    model.to(trainer.device)
     metrics: dict[str, float] = {}
     if data.valid_candidates is not None:
         metrics.update({f"valid/{k}": v for k, v in trainer.evaluate_split("valid").items()})

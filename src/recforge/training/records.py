@@ -118,7 +118,10 @@ def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{run_dir} has no checkpoint.pt (the run did not finish an epoch)")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is a user-facing error
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"{path}: not a readable recforge checkpoint ({reason})") from None
+    if not isinstance(state, dict):
+        raise ConfigError(f"{path}: not a recforge checkpoint (expected a dict of states)")
+    return state

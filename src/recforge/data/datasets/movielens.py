@@ -2,7 +2,8 @@
 
 * ``movielens-1m-ncf``: the NCF authors' split and test negatives (He et al., 2017), as shipped in
   their repository ``hexiangnan/neural_collaborative_filtering`` (``Data/``). Used as is, including
-  the known quirk that 156 of its 597,960 negatives are training items of the user.
+  the quirk that 156 of its 597,960 negatives repeat the user's own test item (the evaluation
+  protocol ignores such candidates, as the authors' evaluate.py does).
 * ``movielens-1m`` / ``movielens-100k``: built from the raw GroupLens files. Every rating is a
   positive; each user's latest interaction (ties: largest item id) is the test item, or a seeded
   random one where the files carry no timestamps; 99 distinct negatives per user fixed by the seed.

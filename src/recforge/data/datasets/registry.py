@@ -21,7 +21,8 @@ class DatasetSource:
     """A named dataset: its files, how to verify and parse them, and how to download them.
 
     Subclasses set the class attributes and implement :meth:`build`; :meth:`load` adds checksum
-    verification and a cache of the prepared split keyed by the files' checksums and the seed.
+    verification and a cache of the prepared split keyed by the verified files (name and size),
+    the seed and ``CACHE_FORMAT`` (bump it whenever split or sampling code changes).
     """
 
     name: ClassVar[str]
