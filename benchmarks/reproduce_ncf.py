@@ -61,6 +61,7 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override, e.g. train.batch_size=1024")
     parser.add_argument("--markdown", type=Path, help="also write the table as Markdown here")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (1 avoids OpenMP spin-waits when runs share cores)")
+    parser.add_argument("--no-train", action="store_true", help="only tabulate finished runs; train nothing")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
     if args.threads:
@@ -68,6 +69,7 @@ def main() -> None:
     console = None if args.quiet else Console(stderr=True)
 
     rows: list[dict[str, Any]] = []
+    threads_used: set[Any] = set()
     data = None
     for factors in args.factors:
         finished: dict[str, Path] = {}
@@ -81,10 +83,14 @@ def main() -> None:
             raw = apply_overrides(raw, args.overrides)
             if label == "neumf+pretrain":
                 if "gmf" not in finished or "mlp" not in finished:
+                    if args.no_train:
+                        continue
                     raise SystemExit("neumf+pretrain needs gmf and mlp in --models (listed before it)")
                 raw.setdefault("pretrain", {}).update(enabled=True, gmf_run=str(finished["gmf"]), mlp_run=str(finished["mlp"]))
             config = from_dict(raw)
             run = find_finished(args.output_dir, config)
+            if run is None and args.no_train:
+                continue
             if run is None:
                 if data is None:
                     data = load_data(config, args.data_dir)
@@ -93,6 +99,7 @@ def main() -> None:
                 run = run_experiment(config, args.data_dir, args.output_dir, console=console, data=data).path
             finished[label] = run
             summary = json.loads((run / "summary.json").read_text())
+            threads_used.add(summary.get("environment", {}).get("torch_threads"))
             best = summary.get("optimistic_best_test_epoch", {})
             paper = PAPER.get((label, factors))
             rows.append(
@@ -117,7 +124,8 @@ def main() -> None:
     fmt = lambda v: "—" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))  # noqa: E731
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(fmt(r[c]) for c in columns) + " |" for r in rows]
-    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} with {torch.get_num_threads()} threads"
+    threads = ", ".join(str(t) for t in sorted(threads_used, key=str))
+    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}; runs used {threads} torch thread(s)"
     text = "\n".join(lines) + f"\n\nMachine: {machine}. Overrides: {args.overrides or 'none'}.\n"
     print(text)
     if args.markdown:
