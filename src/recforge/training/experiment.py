@@ -100,7 +100,7 @@ def run_experiment(
     summary = {"model": config.model_name, "dataset": config.data.name, **fit.summary, **extra}
     if extra:
         summary["timings"]["total_with_pretraining_s"] = time.perf_counter() - started
-        recorder.write_summary(summary)
+    recorder.write_summary(summary)  # the trainer's summary plus model, dataset and pre-training runs
     return RunResult(path=recorder.path, summary=summary, history=fit.history, model=model)
 
 
