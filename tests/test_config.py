@@ -26,7 +26,7 @@ def test_unknown_keys_and_bad_types_name_the_field():
         from_dict({"model": {"name": "gmf", "factors": "eight"}})
     with pytest.raises(ConfigError, match="train.optimizer must be one of"):
         from_dict({"model": {"name": "gmf"}, "train": {"optimizer": "lbfgs"}})
-    with pytest.raises(ConfigError, match="train.monitor must be one of valid/hit_rate@10"):
+    with pytest.raises(ConfigError, match="train.monitor must be one of auto, valid/hit_rate@10"):
         from_dict({"model": {"name": "gmf"}, "train": {"monitor": "test/ndcg@10"}})
     with pytest.raises(UnknownNameError):
         from_dict({"model": {"name": "nope"}})
@@ -64,8 +64,8 @@ def test_shipped_configs_parse():
     "raw, message",
     [
         ({"train": {"ks": []}}, "train.ks must list at least one"),
-        ({"train": {"ks": [5]}}, "train.monitor must be one of valid/hit_rate@5"),
-        ({"train": {"monitor": "valid/auc"}}, "train.monitor must be one of"),
+        ({"train": {"ks": [5], "monitor": "valid/ndcg@10"}}, "train.monitor must be one of auto, valid/hit_rate@5"),
+        ({"train": {"monitor": "valid/gauc"}}, "train.monitor must be one of"),
         ({"seed": -1}, r"seed must be an integer in \[0, 2\*\*32\)"),
         ({"data": {"split_seed": 2**40}}, "data.split_seed must be"),
         ({"train": {"weight_decay": -1}}, "train.weight_decay must be >= 0"),

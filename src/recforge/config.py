@@ -26,7 +26,10 @@ import yaml
 
 from recforge.errors import ConfigError
 
-OPTIMIZERS = ("adam", "sgd", "adagrad")
+OPTIMIZERS = ("adam", "sgd", "adagrad", "ftrl")
+RANKING_MONITORS = ("hit_rate", "ndcg")
+POINTWISE_MONITORS = ("valid/auc", "valid/log_loss")
+_GROUP_KEYS = ("optimizer", "lr", "weight_decay", "l1", "l2")
 
 
 @dataclass(frozen=True)
@@ -38,11 +41,14 @@ class DataConfig:
         split_seed: fixes random hold-outs and sampled evaluation negatives; the same for every
             model and training seed so comparisons share one split.
         validation: hold out one random training interaction per user for model selection.
+        schema: path of a YAML schema replacing a tabular dataset's default features
+            (see :mod:`recforge.data.schema`).
     """
 
     name: str = "movielens-1m-ncf"
     split_seed: int = 0
     validation: bool = True
+    schema: str | None = None
 
     def __post_init__(self) -> None:
         check_seed("data.split_seed", self.split_seed)
@@ -59,8 +65,19 @@ class TrainConfig:
         lr: learning rate.
         weight_decay: L2 penalty added by the optimiser.
         num_negatives: sampled negatives per observed interaction, redrawn every epoch.
-        monitor: validation metric used for model selection and early stopping.
+        monitor: validation metric used for model selection and early stopping; ``auto`` is
+            ``valid/ndcg@K`` (first K) for implicit feedback and ``valid/auc`` for CTR data.
         patience: stop after this many epochs without improvement (None: run all epochs).
+        lr_patience: multiply the learning rate by ``lr_decay`` after this many epochs without
+            improvement of the monitor (ReduceLROnPlateau; None: constant rate).
+        lr_decay: the factor of ``lr_patience``.
+        sparse_embeddings: embedding tables produce sparse (row-wise) gradients, and their
+            optimiser updates only the rows in the batch (Adam becomes PyTorch's SparseAdam, the
+            "lazy Adam" whose moments of absent rows do not decay).
+        groups: optimiser per parameter group of models that name groups (for example Wide &
+            Deep's ``wide`` and ``deep``): ``{wide: {optimizer: ftrl, lr: 0.2, l1: 0.001}}``.
+            None: the model's paper setting if it states one, else one optimiser for all.
+        eval_batch_size: rows per forward pass when scoring validation and test rows.
         ks: cut-offs for HR@K / NDCG@K.
         full_ranking: also score the selected model against the whole catalogue at the end.
         report_best_test_epoch: also score the test set every epoch, only to report the paper-style
@@ -75,8 +92,13 @@ class TrainConfig:
     lr: float = 0.001
     weight_decay: float = 0.0
     num_negatives: int = 4
-    monitor: str = "valid/ndcg@10"
+    monitor: str = "auto"
     patience: int | None = None
+    lr_patience: int | None = None
+    lr_decay: float = 0.1
+    sparse_embeddings: bool = False
+    groups: dict[str, Any] | None = None
+    eval_batch_size: int = 16384
     ks: tuple[int, ...] = (10,)
     full_ranking: bool = True
     report_best_test_epoch: bool = True
@@ -97,12 +119,48 @@ class TrainConfig:
             raise ConfigError("train.ks must list at least one cut-off, for example [10]")
         for k in self.ks:
             _positive("train.ks", k)
-        valid_monitors = [f"valid/{m}@{k}" for k in self.ks for m in ("hit_rate", "ndcg")] + ["valid/mrr"]
+        valid_monitors = ["auto"] + [f"valid/{m}@{k}" for k in self.ks for m in RANKING_MONITORS] + ["valid/mrr", *POINTWISE_MONITORS]
         if self.monitor not in valid_monitors:
             raise ConfigError(f"train.monitor must be one of {', '.join(valid_monitors)} (validation only), got {self.monitor!r}")
         if self.patience is not None:
             _positive("train.patience", self.patience)
+        if self.lr_patience is not None:
+            _positive("train.lr_patience", self.lr_patience)
+        if not 0.0 < self.lr_decay < 1.0:
+            raise ConfigError(f"train.lr_decay must be in (0, 1), got {self.lr_decay}")
+        _positive("train.eval_batch_size", self.eval_batch_size)
         _check_device(self.device)
+        if self.groups is not None:
+            if not isinstance(self.groups, dict):
+                raise ConfigError(f"train.groups must map group names to optimiser settings, got {self.groups!r}")
+            for group, spec in self.groups.items():
+                if not isinstance(spec, dict):
+                    raise ConfigError(f"train.groups.{group} must be a mapping such as {{optimizer: adam, lr: 0.001}}, got {spec!r}")
+                bad = sorted(set(spec) - set(_GROUP_KEYS))
+                if bad:
+                    raise ConfigError(f"unknown key train.groups.{group}.{bad[0]}; valid: {', '.join(_GROUP_KEYS)}")
+                if spec.get("optimizer", self.optimizer) not in OPTIMIZERS:
+                    raise ConfigError(f"train.groups.{group}.optimizer must be one of {', '.join(OPTIMIZERS)}, got {spec.get('optimizer')!r}")
+                for key in ("lr", "weight_decay", "l1", "l2"):
+                    if key in spec and (isinstance(spec[key], bool) or not isinstance(spec[key], (int, float)) or spec[key] < 0 or (key == "lr" and spec[key] == 0)):
+                        raise ConfigError(f"train.groups.{group}.{key} must be a {'positive' if key == 'lr' else 'non-negative'} number, got {spec[key]!r}")
+
+    def resolved_monitor(self, kind: str) -> str:
+        """The monitor for data of ``kind`` (``implicit`` or ``tabular``).
+
+        Raises:
+            ConfigError: if the monitor does not apply to that kind of data.
+        """
+        if self.monitor == "auto":
+            return f"valid/ndcg@{self.ks[0]}" if kind == "implicit" else "valid/auc"
+        if (self.monitor in POINTWISE_MONITORS) != (kind == "tabular"):
+            valid = POINTWISE_MONITORS if kind == "tabular" else ("valid/ndcg@K", "valid/hit_rate@K", "valid/mrr")
+            raise ConfigError(f"train.monitor {self.monitor!r} does not apply to {kind} data; use one of {', '.join(valid)}")
+        return self.monitor
+
+    @staticmethod
+    def higher_is_better(monitor: str) -> bool:
+        return not monitor.endswith("log_loss")
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,7 @@ def test_data_commands(shared_data):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["train", "ncf9000", "--dataset", "movielens-1m-ncf"], "unknown model 'ncf9000'; valid models: gmf, itempop, mf, mlp, neumf"),
+        (["train", "ncf9000", "--dataset", "movielens-1m-ncf"], "unknown model 'ncf9000'; valid models: deepfm, dlrm, fm, gmf, itempop, lr, mf, mlp, neumf, wide_deep"),
         (["train", "gmf", "--dataset", "netflix"], "unknown dataset 'netflix'; valid datasets: movielens-100k"),
         (["train", "gmf", "--set", "train.lr=-1"], "train.lr must be > 0"),
         (["train", "gmf", "--set", "train.bogus=1"], "unknown key train.bogus"),
@@ -121,7 +121,7 @@ def test_more_bad_input_is_handled(shared_data, tmp_path):
 
 def test_failed_run_leaves_no_empty_directory(shared_data, tmp_path):
     result = recforge(
-        "train", "gmf", "--dataset", "movielens-100k", "--set", "train.ks=[5]", "--data-dir", str(shared_data),
+        "train", "gmf", "--dataset", "movielens-100k", "--set", "train.monitor=valid/auc", "--data-dir", str(shared_data),
         "--output-dir", str(tmp_path / "runs"), env={"RECFORGE_CACHE_DIR": str(tmp_path / "cache")},
     )
     assert result.returncode == 2

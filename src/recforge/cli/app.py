@@ -107,7 +107,11 @@ def data_prepare(
         except RecforgeError:
             source.download(data_dir)
     data = source.load(data_dir, seed=seed)
-    out.print(f"{name}: checksums verified; {data.num_train:,} training interactions; split cached under {resolve_cache_dir()}")
+    if hasattr(data, "num_train"):
+        out.print(f"{name}: checksums verified; {data.num_train:,} training interactions; split cached under {resolve_cache_dir()}")
+    else:
+        rows = ", ".join(f"{k} {v:,}" for k, v in data.info["rows"].items())
+        out.print(f"{name}: checksums verified; rows: {rows}; {data.info['split']}; encoded columns cached under {resolve_cache_dir()}")
 
 
 @app.command("models")
@@ -140,13 +144,22 @@ def train(
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda or cuda:N.")] = None,
     threads: Annotated[Optional[int], typer.Option(help="torch CPU threads (default: all cores).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress output.")] = False,
+    schema: Annotated[Optional[Path], typer.Option("--schema", help="YAML feature schema for a tabular dataset.")] = None,
+    resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue an interrupted CTR run directory (only --epochs may change).")] = None,
 ) -> None:
     """Train MODEL on a dataset, select the epoch on validation, score the test set once."""
     from recforge.config import apply_overrides, from_dict, read_yaml
     from recforge.training.experiment import run_experiment
 
+    if resume is not None:
+        if config or set_ or any(v is not None for v in (dataset, factors, batch_size, lr, seed, schema)):
+            raise ConfigError("--resume continues a run with its own config.yaml; only --epochs, --device and --threads may be given")
+        config = resume / "config.yaml"
+        if not config.is_file():
+            raise ConfigError(f"{resume} is not a run directory: no config.yaml in it")
     raw: dict[str, Any] = read_yaml(config) if config else {}
     cli_values = {
+        "data.schema": str(schema) if schema else None,
         "data.name": dataset,
         "model.factors": factors,
         "train.epochs": epochs,
@@ -169,7 +182,7 @@ def train(
         import torch
 
         torch.set_num_threads(threads)
-    result = run_experiment(resolved, data_dir=data_dir, output_dir=output_dir, console=None if quiet else console)
+    result = run_experiment(resolved, data_dir=data_dir, output_dir=output_dir, console=None if quiet else console, resume=resume)
     out.print(summary_table(result.summary))
     out.print(f"run directory: {result.path}", soft_wrap=True)
 
@@ -209,7 +222,10 @@ def summary_table(summary: dict[str, Any]) -> Table:
                 table.add_row(f"best test epoch ({best['epoch']}, optimistic) {key}", f"{value:.4f}")
     timings = summary.get("timings", {})
     if timings:
-        table.add_row("seconds per epoch (sampling + training)", f"{timings['seconds_per_epoch']:.1f}")
+        label = "seconds per epoch (training)" if "train_samples_per_s" in timings else "seconds per epoch (sampling + training)"
+        table.add_row(label, f"{timings['seconds_per_epoch']:.1f}")
+        if timings.get("train_samples_per_s"):
+            table.add_row("training rows per second", f"{timings['train_samples_per_s']:,.0f}")
         table.add_row("total seconds", f"{timings['total_s']:.1f}")
         if "total_with_pretraining_s" in timings:
             table.add_row("total seconds including GMF and MLP pre-training", f"{timings['total_with_pretraining_s']:.1f}")

@@ -61,3 +61,36 @@ def complement(n: int, rows: np.ndarray) -> np.ndarray:
     keep = np.ones(n, dtype=bool)
     keep[rows] = False
     return np.flatnonzero(keep)
+
+
+def stratified_split(labels: np.ndarray, fractions: tuple[float, ...], seed: int) -> list[np.ndarray]:
+    """Split row indices at random into parts of the given fractions, stratified by label.
+
+    Each class (NaN counts as its own class) is shuffled with ``seed`` and cut in the same
+    proportions, so every part holds both classes whenever each class has at least one row per
+    part; the cuts round down, and the last part takes the remainder.
+
+    Args:
+        labels: float [N] (the first task's label for multi-task data).
+        fractions: sum to 1, for example (0.8, 0.1, 0.1).
+        seed: fixes the split.
+
+    Returns:
+        One sorted int64 index array per fraction.
+
+    Raises:
+        ValueError: if the fractions are not positive or do not sum to 1.
+    """
+    if any(f <= 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-9:
+        raise ValueError(f"fractions must be positive and sum to 1, got {fractions}")
+    labels = np.asarray(labels, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    keys = np.where(np.isnan(labels), -1.0, labels)
+    parts: list[list[np.ndarray]] = [[] for _ in fractions]
+    for value in np.unique(keys):
+        rows = np.flatnonzero(keys == value)
+        rows = rows[rng.permutation(len(rows))]
+        cuts = np.floor(np.cumsum(fractions)[:-1] * len(rows)).astype(np.int64)
+        for k, chunk in enumerate(np.split(rows, cuts)):
+            parts[k].append(chunk)
+    return [np.sort(np.concatenate(p)).astype(np.int64) for p in parts]

@@ -1,4 +1,5 @@
-"""Leave-one-out evaluation protocols for implicit feedback (He et al., 2017, Sec. 4.1).
+"""Evaluation protocols: leave-one-out ranking for implicit feedback (He et al., 2017, Sec. 4.1)
+and pointwise hold-out scoring (AUC, LogLoss) for CTR and multi-task data.
 
 * Sampled: each user's held-out item is ranked among its sampled negatives (NCF: 99).
   Candidates that equal the held-out item are ignored, as the NCF reference ``evaluate.py`` does
@@ -12,13 +13,19 @@ Shapes: U users, C candidates per user, I items.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from recforge.data.batches import Batch
 from recforge.data.sampling import InteractionIndex
+from recforge.metrics.classification import auc, log_loss
 from recforge.metrics.ranking import rank_statistics, ranking_metrics
+
+if TYPE_CHECKING:
+    from recforge.data.tabular import TensorColumns
 
 
 @torch.inference_mode()
@@ -121,3 +128,60 @@ def evaluate_full_ranking(
         greater[start : start + len(u)] = g
         ties[start : start + len(u)] = t
     return ranking_metrics(greater, ties, ks), greater, ties
+
+
+def task_logits(output: Tensor | dict[str, Tensor], tasks: tuple[str, ...]) -> Tensor:
+    """A model's output as logits [B, T] in ``tasks`` order (a [B] tensor is the single task).
+
+    Raises:
+        ValueError: if a multi-task output lacks one of ``tasks``.
+    """
+    if isinstance(output, dict):
+        missing = [t for t in tasks if t not in output]
+        if missing:
+            raise ValueError(f"model output has tasks {sorted(output)}, missing {missing}")
+        return torch.stack([output[t] for t in tasks], dim=1)
+    return output.reshape(output.shape[0], -1)
+
+
+@torch.no_grad()
+def score_rows(model: nn.Module, columns: "TensorColumns", tasks: tuple[str, ...], batch_size: int = 16384, device: torch.device | str = "cpu") -> np.ndarray:
+    """Logits of every row in evaluation mode, in row order.
+
+    Returns:
+        float64 [N, T]. Scores do not depend on the batch composition (eval mode: no dropout,
+        BatchNorm uses its running statistics).
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        parts = [
+            task_logits(model(columns.batch(start, start + batch_size).to(device)), tasks).double().cpu()
+            for start in range(0, len(columns), batch_size)
+        ]
+    finally:
+        model.train(was_training)
+    return torch.cat(parts).numpy() if parts else np.zeros((0, len(tasks)))
+
+
+def pointwise_metrics(labels: np.ndarray, logits: np.ndarray, tasks: tuple[str, ...]) -> dict[str, float]:
+    """AUC and LogLoss per task over the whole split (never averaged over batches).
+
+    Rows whose label is NaN (missing for that task) are left out of that task's metrics. With
+    one task the keys are ``auc`` / ``log_loss``; with several, ``<task>/auc`` and
+    ``<task>/log_loss`` plus their means over tasks as ``auc`` / ``log_loss``.
+
+    Raises:
+        ValueError: for NaN or infinite logits.
+    """
+    out: dict[str, float] = {}
+    for t, task in enumerate(tasks):
+        known = ~np.isnan(labels[:, t])
+        y, z = labels[known, t], logits[known, t]
+        prefix = "" if len(tasks) == 1 else f"{task}/"
+        out[f"{prefix}auc"] = auc(y, z)
+        out[f"{prefix}log_loss"] = log_loss(y, logits=z)
+    if len(tasks) > 1:
+        out["auc"] = float(np.mean([out[f"{t}/auc"] for t in tasks]))
+        out["log_loss"] = float(np.mean([out[f"{t}/log_loss"] for t in tasks]))
+    return out

@@ -16,13 +16,20 @@ from torch import nn
 
 from recforge.config import ExperimentConfig
 from recforge.data.datasets import get_dataset
+from recforge.data.datasets.tabular import TabularSource
 from recforge.data.interactions import LeaveOneOutData
-from recforge.data.schema import user_item_schema
+from recforge.data.preprocessing import Preprocessor
+from recforge.data.schema import Schema, user_item_schema
+from recforge.data.tabular import TabularData
 from recforge.errors import ConfigError, RecforgeError
 from recforge.models.ncf import GMF, NCFMLP, NeuMF
 from recforge.models.registry import build_model
+from recforge.training.pointwise import PointwiseTrainer
 from recforge.training.records import RunRecorder, load_checkpoint, load_run_config
 from recforge.training.trainer import FitResult, Trainer
+
+
+_IMPLICIT_MODELS = ("itempop", "mf", "gmf", "mlp", "neumf")
 
 
 @dataclass
@@ -35,12 +42,62 @@ class RunResult:
     model: nn.Module
 
 
-def load_data(config: ExperimentConfig, data_dir: str | Path | None) -> LeaveOneOutData:
-    """The dataset split a config asks for (with the validation hold-out if enabled)."""
-    data = get_dataset(config.data.name).load(data_dir, seed=config.data.split_seed)
+def load_data(config: ExperimentConfig, data_dir: str | Path | None) -> LeaveOneOutData | TabularData:
+    """The dataset split a config asks for: a leave-one-out split (with the validation hold-out
+    if enabled) or encoded tabular splits (with ``data.schema`` replacing the default schema).
+
+    Raises:
+        ConfigError: for a schema file on a non-tabular dataset.
+    """
+    source = get_dataset(config.data.name)
+    if isinstance(source, TabularSource):
+        schema = Schema.from_yaml(config.data.schema) if config.data.schema else None
+        return source.load(data_dir, seed=config.data.split_seed, schema=schema)
+    if config.data.schema:
+        raise ConfigError(f"data.schema applies to tabular datasets; {config.data.name} is implicit feedback")
+    data = source.load(data_dir, seed=config.data.split_seed)
     if config.data.validation:
         data = data.with_validation(seed=config.data.split_seed)
     return data
+
+
+def run_tabular(
+    config: ExperimentConfig,
+    data: TabularData,
+    output_dir: str | Path = "runs",
+    console: Console | None = None,
+    resume: str | Path | None = None,
+) -> RunResult:
+    """Train and evaluate one configuration on tabular data, writing (or continuing) a run directory.
+
+    Raises:
+        ConfigError: for a model that needs user/item data, or a resume directory of another config.
+    """
+    torch.manual_seed(config.seed)
+    model = build_model(config.model_name, data.schema, config.model)
+    paper = getattr(model, "paper_optimizers", None)
+    trainer = PointwiseTrainer(model, data, config.train, config.seed, console=console, default_groups=paper() if paper else None)
+    state = None
+    if resume is not None:
+        previous = load_run_config(resume)
+        if previous.replace(train=config.train) != config or dataclasses.replace(previous.train, epochs=config.train.epochs) != config.train:
+            raise ConfigError(f"{resume} was trained with another config; only train.epochs may change on --resume")
+        state = load_checkpoint(resume, "last.pt")
+        recorder = RunRecorder.reopen(resume, config)
+        recorder.epochs = [r for r in recorder.epochs if r["epoch"] <= state["epoch"]]
+    else:
+        recorder = RunRecorder(output_dir, config)
+    Preprocessor.from_dict(data.preprocessing).save(recorder.path / "preprocessing.json")
+    trainer.recorder = recorder
+    try:
+        fit = trainer.fit(resume=state)
+    except BaseException as exc:
+        if resume is None:
+            _keep_or_remove_partial_run(recorder.path, exc)
+        raise
+    summary = {"model": config.model_name, "dataset": config.data.name, **fit.summary, "data": data.info}
+    recorder.write_summary(summary)
+    return RunResult(path=recorder.path, summary=summary, history=fit.history, model=model)
 
 
 def run_experiment(
@@ -48,7 +105,8 @@ def run_experiment(
     data_dir: str | Path | None = None,
     output_dir: str | Path = "runs",
     console: Console | None = None,
-    data: LeaveOneOutData | None = None,
+    data: LeaveOneOutData | TabularData | None = None,
+    resume: str | Path | None = None,
 ) -> RunResult:
     """Train and evaluate one configuration, writing a run directory.
 
@@ -65,6 +123,14 @@ def run_experiment(
     started = time.perf_counter()
     if data is None:
         data = load_data(config, data_dir)
+    if isinstance(data, TabularData):
+        if config.pretrain.enabled:
+            raise ConfigError("pretrain applies to neumf on implicit-feedback data")
+        return run_tabular(config, data, output_dir, console, resume)
+    if resume is not None:
+        raise ConfigError("--resume is available for tabular (CTR) runs; implicit-feedback runs are short enough to re-run")
+    if not hasattr(data, "train_users") or config.model_name not in _IMPLICIT_MODELS:
+        raise ConfigError(f"model {config.model_name} needs tabular (CTR) data; {config.data.name} is implicit feedback")
     torch.manual_seed(config.seed)  # the initial weights are part of what the seed fixes
     model = build_model(config.model_name, data.schema, config.model)
     optimizer, lr = config.train.optimizer, config.train.lr
@@ -135,18 +201,27 @@ def load_trained_model(run_dir: str | Path, expect: ExperimentConfig | None = No
                 f"{run_dir} trained {config.model_name} {config.model}, expected {expect.model_name} {expect.model}"
             )
     state = load_checkpoint(run_dir)
+    if (Path(run_dir) / "preprocessing.json").is_file():
+        schema = Preprocessor.load(Path(run_dir) / "preprocessing.json").schema
+        model = build_model(config.model_name, schema, config.model)
+        _load_weights(model, state, run_dir)
+        return model
     sizes = state.get("schema")
     if not sizes or "model" not in state:
         raise ConfigError(f"{run_dir}/checkpoint.pt lacks the schema sizes; re-train the run with this version")
     model = build_model(config.model_name, user_item_schema(sizes["num_users"], sizes["num_items"]), config.model)
+    _load_weights(model, state, run_dir)
+    return model
+
+
+def _load_weights(model: nn.Module, state: dict[str, Any], run_dir: str | Path) -> None:
     try:
         model.load_state_dict(state["model"])
-    except RuntimeError as exc:
+    except (RuntimeError, KeyError) as exc:
         first = str(exc).strip().splitlines()
         raise ConfigError(
             f"{run_dir}/checkpoint.pt does not fit the model in its config.yaml ({first[1].strip() if len(first) > 1 else first[0]})"
         ) from None
-    return model
 
 
 def evaluate_run(
@@ -160,6 +235,13 @@ def evaluate_run(
     config = load_run_config(run_dir)
     data = load_data(config, data_dir)
     model = load_trained_model(run_dir)
+    if isinstance(data, TabularData):
+        saved = Preprocessor.load(Path(run_dir) / "preprocessing.json").to_dict()
+        if saved != data.preprocessing:
+            raise ConfigError(f"{run_dir} was trained on a different preprocessing of {config.data.name} (files or schema changed)")
+        tab = PointwiseTrainer(model, data, dataclasses.replace(config.train, device=device), config.seed)
+        model.to(tab.device)
+        return {f"{split}/{k}": v for split in ("valid", "test") for k, v in tab.evaluate(split).items()}
     sizes = load_checkpoint(run_dir)["schema"]
     if (sizes["num_users"], sizes["num_items"]) != (data.num_users, data.num_items):
         raise ConfigError(

@@ -53,20 +53,31 @@ class RunRecorder:
         self.epochs: list[dict[str, Any]] = []
         atomic_write_text(path / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
 
+    @classmethod
+    def reopen(cls, run_dir: str | Path, config: ExperimentConfig) -> "RunRecorder":
+        """The recorder of an existing run directory (to resume it); the config is rewritten
+        (only ``train.epochs`` may differ) and the epochs logged so far are kept."""
+        self = object.__new__(cls)
+        self.path = Path(run_dir)
+        metrics = self.path / "metrics.jsonl"
+        self.epochs = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] if metrics.is_file() else []
+        atomic_write_text(self.path / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+        return self
+
     def log_epoch(self, record: dict[str, Any]) -> None:
         """Add one epoch's record and rewrite ``metrics.jsonl``."""
         self.epochs.append(record)
         atomic_write_text(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.epochs))
 
-    def save_checkpoint(self, state: dict[str, Any]) -> None:
-        """Write ``checkpoint.pt`` atomically."""
+    def save_checkpoint(self, state: dict[str, Any], name: str = "checkpoint.pt") -> None:
+        """Write ``name`` (default ``checkpoint.pt``) atomically."""
 
         def write(f: Any) -> None:
             buffer = io.BytesIO()
             torch.save(state, buffer)
             f.write(buffer.getvalue())
 
-        atomic_write(self.path / "checkpoint.pt", write)
+        atomic_write(self.path / name, write)
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         """Write ``summary.json`` with environment facts added."""
@@ -108,15 +119,16 @@ def load_run_config(run_dir: str | Path) -> ExperimentConfig:
     return from_dict(read_yaml(path))
 
 
-def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:
-    """The checkpoint of a run (CPU tensors).
+def load_checkpoint(run_dir: str | Path, name: str = "checkpoint.pt") -> dict[str, Any]:
+    """A checkpoint of a run (CPU tensors): ``checkpoint.pt`` (selected epoch) or ``last.pt``
+    (the latest epoch, for resuming).
 
     Raises:
-        ConfigError: if ``checkpoint.pt`` is missing or unreadable.
+        ConfigError: if the file is missing or unreadable.
     """
-    path = Path(run_dir) / "checkpoint.pt"
+    path = Path(run_dir) / name
     if not path.is_file():
-        raise ConfigError(f"{run_dir} has no checkpoint.pt (the run did not finish an epoch)")
+        raise ConfigError(f"{run_dir} has no {name} (the run did not finish an epoch)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is a user-facing error

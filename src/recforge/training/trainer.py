@@ -99,6 +99,7 @@ class Trainer:
         self.device = resolve_device(config.device)
         self.optimizer_name = optimizer or config.optimizer
         self.lr = lr if lr is not None else config.lr
+        self.monitor = config.resolved_monitor("implicit")
 
     # ------------------------------------------------------------------ evaluation
     def evaluate_split(self, split: str) -> dict[str, float]:
@@ -161,7 +162,7 @@ class Trainer:
         if has_validation and epochs > 0:
             # Epoch 0 (the initialisation, or the pre-trained combination) is a candidate too.
             initial = _prefixed("valid", self.evaluate_split("valid"))
-            best_value, best_state = initial[cfg.monitor], copy.deepcopy(self.model.state_dict())
+            best_value, best_state = initial[self.monitor], copy.deepcopy(self.model.state_dict())
             history.append({"epoch": 0, **initial})
             if self.recorder:
                 self.recorder.log_epoch(history[-1])
@@ -198,7 +199,7 @@ class Trainer:
                     self._print_epoch(record)
 
                 if has_validation:
-                    value = record[cfg.monitor]
+                    value = record[self.monitor]
                     if value > best_value:
                         best_value, best_epoch, stale = value, epoch, 0
                         best_state = copy.deepcopy(self.model.state_dict())
@@ -208,7 +209,7 @@ class Trainer:
                         stale += 1
                         if cfg.patience is not None and stale >= cfg.patience:
                             if self.console:
-                                self.console.print(f"early stop: no {cfg.monitor} gain in {stale} epochs")
+                                self.console.print(f"early stop: no {self.monitor} gain in {stale} epochs")
                             break
                 else:
                     best_epoch = epoch
@@ -221,7 +222,7 @@ class Trainer:
         assert best_state is not None
         if has_validation and trained_epochs(history) > 0 and best_epoch == 0:
             warnings.warn(
-                f"no training epoch beat the initial model on {cfg.monitor}; the initial weights are kept "
+                f"no training epoch beat the initial model on {self.monitor}; the initial weights are kept "
                 f"(check train.lr = {self.lr} and the data)",
                 stacklevel=2,
             )
@@ -238,7 +239,7 @@ class Trainer:
             "selection": (
                 "no training epochs"
                 if epochs == 0
-                else f"best {cfg.monitor}" if has_validation else "last epoch (no validation split)"
+                else f"best {self.monitor}" if has_validation else "last epoch (no validation split)"
             ),
             "epochs_run": n_trained,
             **{k: v for r in history if r["epoch"] == best_epoch for k, v in r.items() if k.startswith("valid/")},

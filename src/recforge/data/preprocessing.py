@@ -1,0 +1,440 @@
+"""Preprocessing fitted on the training split only: vocabularies and numeric transforms.
+
+Ids (every sparse and sequence feature):
+    0 = padding or missing value, 1 = out-of-vocabulary (unseen in training, or rarer than
+    ``min_count``), 2.. = known values, most frequent first (ties by value, so the mapping does
+    not depend on row order). An unseen category therefore never hits a real row, and a table
+    has ``len(vocabulary) + 2`` rows.
+Dense features:
+    ``log1p`` clamps negatives to 0 first (DLRM's Criteo preprocessing); ``standardize`` uses the
+    training mean and standard deviation. A missing value becomes 0 *after* the transform (a zero
+    count for log1p, the training mean for standardize): explicit, and the same at inference.
+
+Fitting can be streamed: :meth:`Preprocessor.partial_fit` over chunks (PyArrow tables), then
+:meth:`Preprocessor.finish`; counts are merged with PyArrow's group-by, so memory grows with the
+number of distinct values, not rows. The fitted state is JSON (``to_dict`` / ``from_dict``) and is
+saved with every run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from recforge.data.files import atomic_write_text
+from recforge.data.schema import FeatureSpec, Schema
+from recforge.errors import ConfigError, DataError
+
+PADDING_ID, OOV_ID, FIRST_ID = 0, 1, 2
+QUANTILE_SAMPLE = 1_000_000  # values kept for quantile edges (the first ones seen in training)
+_CROSS_SEPARATOR = "\x1f"  # ASCII unit separator: cannot occur in normal category strings
+_COMPACT_EVERY = 8  # merge accumulated value counts after this many chunks
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """Known values of one table, most frequent first; value ``values[k]`` has id ``k + 2``.
+
+    Attributes:
+        values: the known values as strings.
+    """
+
+    values: tuple[str, ...]
+
+    @property
+    def num_embeddings(self) -> int:
+        """Table rows: the known values plus padding/missing (0) and out-of-vocabulary (1)."""
+        return len(self.values) + FIRST_ID
+
+    @classmethod
+    def from_counts(cls, values: pa.Array, counts: np.ndarray, min_count: int = 1, max_size: int | None = None) -> "Vocabulary":
+        """Keep values with ``count >= min_count``, the ``max_size`` most frequent, ties by value."""
+        vals = np.asarray(values.to_pylist(), dtype=object)
+        keep = counts >= min_count
+        vals, counts = vals[keep], counts[keep]
+        order = np.lexsort((vals.astype(str), -counts))
+        if max_size is not None:
+            order = order[:max_size]
+        return cls(tuple(str(v) for v in vals[order]))
+
+    def encode(self, keys: pa.Array) -> np.ndarray:
+        """Ids of string ``keys``: null -> 0, unknown -> 1, known -> 2.. (int64 [N])."""
+        index = pc.index_in(keys, value_set=pa.array(self.values, type=pa.string()))
+        ids = pc.add(pc.fill_null(index, OOV_ID - FIRST_ID), FIRST_ID)
+        ids = pc.if_else(pc.is_null(keys), PADDING_ID, ids)
+        return ids.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+
+
+def _as_array(column: pa.ChunkedArray | pa.Array) -> pa.Array:
+    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+
+
+def _column(table: pa.Table, name: str, feature: str, where: str) -> pa.Array:
+    if name not in table.column_names:
+        raise DataError(
+            f"feature {feature!r} reads column {name!r}, which the data does not have; columns: {table.column_names}",
+            path=where or None,
+        )
+    return _as_array(table.column(name))
+
+
+def _as_float(array: pa.Array, name: str, where: str) -> np.ndarray:
+    """float64 [N] with NaN for missing; a non-numeric value is a DataError naming the column."""
+    if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
+        array = pc.if_else(pc.equal(pc.utf8_trim_whitespace(array), ""), pa.scalar(None, array.type), array)
+        try:
+            array = pc.cast(array, pa.float64())
+        except pa.ArrowInvalid as exc:
+            raise DataError(f"column {name!r} must be numeric: {exc}", path=where or None) from None
+    elif not (pa.types.is_integer(array.type) or pa.types.is_floating(array.type) or pa.types.is_null(array.type)):
+        raise DataError(f"column {name!r} must be numeric, found {array.type}", path=where or None)
+    return pc.cast(array, pa.float64()).to_numpy(zero_copy_only=False)
+
+
+def _keys(array: pa.Array) -> pa.Array:
+    """Category keys as strings; empty strings count as missing."""
+    if pa.types.is_floating(array.type):
+        # 3.0 and 3 must be the same category whichever way a file wrote it.
+        values = array.to_numpy(zero_copy_only=False)
+        whole = np.isfinite(values) & (values == np.round(values))
+        if whole.all() or np.isnan(values[~whole]).all():
+            array = pc.cast(pc.if_else(pc.is_nan(array), pa.scalar(None, array.type), array), pa.int64())
+    keys = pc.cast(array, pa.string())
+    return pc.if_else(pc.equal(keys, ""), pa.scalar(None, pa.string()), keys)
+
+
+def _log_squared(values: np.ndarray) -> pa.Array:
+    """floor(ln(x)^2) for x > 2, else x (integer); NaN stays missing. (Criteo 1st place, Juan et al. 2014.)"""
+    out = np.where(values > 2, np.floor(np.log(np.where(values > 2, values, 1.0)) ** 2), values)
+    return pc.cast(pa.array(out, from_pandas=True), pa.int64())
+
+
+@dataclass
+class _Accumulator:
+    """Streaming statistics of one feature (counts of keys, or moments / a sample of numbers)."""
+
+    counts: list[pa.Table] = field(default_factory=list)
+    chunks: int = 0
+    total: float = 0.0
+    total_sq: float = 0.0
+    n: int = 0
+    sample: list[np.ndarray] = field(default_factory=list)
+    sampled: int = 0
+    longest: int = 0
+
+    def add_counts(self, keys: pa.Array) -> None:
+        vc = pc.value_counts(keys.drop_null())
+        self.counts.append(pa.table({"value": vc.field("values"), "count": pc.cast(vc.field("counts"), pa.int64())}))
+        self.chunks += 1
+        if self.chunks % _COMPACT_EVERY == 0:
+            self.counts = [self.merged()]
+
+    def merged(self) -> pa.Table:
+        if not self.counts:
+            return pa.table({"value": pa.array([], pa.string()), "count": pa.array([], pa.int64())})
+        table = pa.concat_tables(self.counts)
+        if len(self.counts) == 1:
+            return table
+        grouped = table.group_by("value").aggregate([("count", "sum")])
+        return pa.table({"value": grouped.column("value"), "count": grouped.column("count_sum")})
+
+
+class Preprocessor:
+    """Vocabularies and numeric transforms for a declared schema, fitted on training rows only.
+
+    Args:
+        schema: the declared schema (sizes may be unknown).
+
+    Use ``fit(train_table)`` (or ``partial_fit`` per chunk then ``finish``) then ``transform``.
+    """
+
+    def __init__(self, schema: Schema):
+        self.declared = Schema(features=tuple(_unfitted(f) for f in schema.features), labels=schema.labels)
+        self.vocabularies: dict[str, Vocabulary] = {}
+        self.numeric: dict[str, dict[str, float]] = {}
+        self.quantile_edges: dict[str, list[float]] = {}
+        self.max_lengths: dict[str, int] = {}
+        self._acc: dict[str, _Accumulator] = {}
+        self._fitted = False
+        self.rows_fitted = 0
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, table: pa.Table, where: str = "") -> "Preprocessor":
+        """Fit on the whole training table; returns self."""
+        return self.partial_fit(table, where).finish()
+
+    def partial_fit(self, table: pa.Table, where: str = "") -> "Preprocessor":
+        """Accumulate statistics of one chunk of training rows (``where`` names it in errors)."""
+        if self._fitted:
+            raise RuntimeError("preprocessor already fitted")
+        self.rows_fitted += table.num_rows
+        for spec in self.declared.features:
+            acc = self._acc.setdefault(spec.name, _Accumulator())
+            if spec.kind == "dense":
+                values = self._dense_raw(table, spec, where)
+                ok = ~np.isnan(values)
+                acc.total += float(values[ok].sum())
+                acc.total_sq += float(np.square(values[ok]).sum())
+                acc.n += int(ok.sum())
+            elif spec.bucketize == "quantile":
+                values = _as_float(_column(table, spec.column_source, spec.name, where), spec.column_source, where)
+                values = values[~np.isnan(values)]
+                room = QUANTILE_SAMPLE - acc.sampled
+                if room > 0:
+                    acc.sample.append(values[:room])
+                    acc.sampled += len(values[:room])
+            elif spec.kind == "sequence":
+                lists = self._lists(table, spec, where)
+                lengths = np.diff(lists.offsets.to_numpy())
+                acc.longest = max(acc.longest, int(lengths.max(initial=0)))
+                if spec.table is None:
+                    acc.add_counts(_keys(lists.flatten()))
+            elif spec.table is None:
+                acc.add_counts(self._sparse_keys(table, spec, where))
+        # Tables shared with a sequence feature also count the values seen in its sequences.
+        for spec in self.declared.features:
+            if spec.table is not None and spec.kind != "dense":
+                owner_acc = self._acc.setdefault(spec.table, _Accumulator())
+                keys = _keys(self._lists(table, spec, where).flatten()) if spec.kind == "sequence" else self._sparse_keys(table, spec, where)
+                owner_acc.add_counts(keys)
+        return self
+
+    def finish(self) -> "Preprocessor":
+        """Turn the accumulated statistics into vocabularies and transforms; returns self.
+
+        Raises:
+            DataError: if no training rows were seen.
+        """
+        if self.rows_fitted == 0:
+            raise DataError("cannot fit preprocessing on an empty training split")
+        for spec in self.declared.features:
+            acc = self._acc[spec.name]
+            if spec.kind == "dense":
+                mean = acc.total / acc.n if acc.n else 0.0
+                var = max(acc.total_sq / acc.n - mean * mean, 0.0) if acc.n else 0.0
+                self.numeric[spec.name] = {"mean": mean, "std": math.sqrt(var) if var > 0 else 1.0}
+                continue
+            if spec.bucketize == "quantile":
+                values = np.concatenate(acc.sample) if acc.sample else np.zeros(0)
+                edges = np.unique(np.quantile(values, np.linspace(0, 1, spec.num_buckets + 1))) if len(values) else np.zeros(0)
+                self.quantile_edges[spec.name] = [float(e) for e in edges[1:-1]]
+                # Buckets are the vocabulary "0".."k"; k + 1 buckets for k inner edges.
+                self.vocabularies[spec.name] = Vocabulary(tuple(str(i) for i in range(len(edges[1:-1]) + 1)))
+            elif spec.table is None:
+                counts = acc.merged()
+                self.vocabularies[spec.name] = Vocabulary.from_counts(
+                    counts.column("value").combine_chunks(), counts.column("count").to_numpy(), spec.min_count, spec.max_size
+                )
+            if spec.kind == "sequence":
+                self.max_lengths[spec.name] = spec.max_length or max(acc.longest, 1)
+        self._acc.clear()
+        self._fitted = True
+        return self
+
+    # ------------------------------------------------------------------ results
+    @property
+    def schema(self) -> Schema:
+        """The fitted schema: every table's ``vocab_size`` set (0 = padding, 1 = OOV included)."""
+        self._check_fitted()
+        return self.declared.with_sizes({name: v.num_embeddings for name, v in self.vocabularies.items()})
+
+    def transform(self, table: pa.Table, where: str = "") -> "EncodedColumns":
+        """Encode rows with the fitted state.
+
+        Returns:
+            EncodedColumns with sparse int64 [N, F], dense float32 [N, N_dense], sequences
+            int64 [N, L] (padded with 0 at the end, keeping the last L values), lengths int64 [N],
+            labels float32 [N, T] (NaN = missing label).
+
+        Raises:
+            DataError: for a missing column, a non-numeric dense value or a label outside {0, 1}.
+        """
+        self._check_fitted()
+        n = table.num_rows
+        schema = self.declared
+        sparse = np.zeros((n, len(schema.sparse)), dtype=np.int64)
+        for j, spec in enumerate(schema.sparse):
+            sparse[:, j] = self._encode_sparse(table, spec, where)
+        dense = np.zeros((n, len(schema.dense)), dtype=np.float32)
+        for j, spec in enumerate(schema.dense):
+            dense[:, j] = self._encode_dense(table, spec, where)
+        sequences, lengths = {}, {}
+        for spec in schema.sequence:
+            sequences[spec.name], lengths[spec.name] = self._encode_sequence(table, spec, where)
+        labels = np.zeros((n, len(schema.labels)), dtype=np.float32)
+        for t, name in enumerate(schema.labels):
+            labels[:, t] = _labels(table, name, where)
+        return EncodedColumns(sparse, dense, labels, sequences, lengths)
+
+    # ------------------------------------------------------------------ persistence
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe fitted state (``from_dict`` round-trips it)."""
+        self._check_fitted()
+        return {
+            "format": 1,
+            "schema": self.declared.to_dict(),
+            "vocabularies": {k: list(v.values) for k, v in self.vocabularies.items()},
+            "numeric": self.numeric,
+            "quantile_edges": self.quantile_edges,
+            "max_lengths": self.max_lengths,
+            "rows_fitted": self.rows_fitted,
+        }
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> "Preprocessor":
+        if state.get("format") != 1:
+            raise ConfigError(f"unsupported preprocessing format {state.get('format')!r} (expected 1)")
+        pre = cls(Schema.from_dict(state["schema"]))
+        pre.vocabularies = {k: Vocabulary(tuple(v)) for k, v in state["vocabularies"].items()}
+        pre.numeric = state["numeric"]
+        pre.quantile_edges = state["quantile_edges"]
+        pre.max_lengths = state["max_lengths"]
+        pre.rows_fitted = state["rows_fitted"]
+        pre._fitted = True
+        return pre
+
+    def save(self, path: str | Path) -> None:
+        """Write the fitted state as JSON, atomically."""
+        atomic_write_text(Path(path), json.dumps(self.to_dict()))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Preprocessor":
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except (OSError, ValueError, KeyError) as exc:
+            raise ConfigError(f"cannot read preprocessing state {path}: {exc}") from None
+
+    # ------------------------------------------------------------------ internals
+    def _check_fitted(self) -> None:
+        if not self._fitted:
+            raise RuntimeError("preprocessor is not fitted: call fit() (or partial_fit() then finish()) first")
+
+    def _sparse_keys(self, table: pa.Table, spec: FeatureSpec, where: str) -> pa.Array:
+        if spec.cross:
+            parts = [_keys(_column(table, c, spec.name, where)) for c in spec.cross]
+            return pc.binary_join_element_wise(*parts, _CROSS_SEPARATOR)  # null if any part is null
+        raw = _column(table, spec.column_source, spec.name, where)
+        if spec.bucketize == "log_squared":
+            return _keys(_log_squared(_as_float(raw, spec.column_source, where)))
+        return _keys(raw)
+
+    def _dense_raw(self, table: pa.Table, spec: FeatureSpec, where: str) -> np.ndarray:
+        values = _as_float(_column(table, spec.column_source, spec.name, where), spec.column_source, where)
+        if spec.transform in ("log1p", "log1p_standardize"):
+            values = np.log1p(np.maximum(values, 0.0))  # NaN stays NaN
+        return values
+
+    def _encode_sparse(self, table: pa.Table, spec: FeatureSpec, where: str) -> np.ndarray:
+        if spec.bucketize == "quantile":
+            values = _as_float(_column(table, spec.column_source, spec.name, where), spec.column_source, where)
+            buckets = np.searchsorted(np.asarray(self.quantile_edges[spec.name]), values, side="right") + FIRST_ID
+            return np.where(np.isnan(values), PADDING_ID, buckets).astype(np.int64)
+        return self.vocabularies[spec.table_name].encode(self._sparse_keys(table, spec, where))
+
+    def _encode_dense(self, table: pa.Table, spec: FeatureSpec, where: str) -> np.ndarray:
+        values = self._dense_raw(table, spec, where)
+        if spec.transform in ("standardize", "log1p_standardize"):
+            stats = self.numeric[spec.name]
+            values = (values - stats["mean"]) / stats["std"]
+        return np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+
+    def _lists(self, table: pa.Table, spec: FeatureSpec, where: str) -> pa.ListArray:
+        raw = _column(table, spec.column_source, spec.name, where)
+        if pa.types.is_list(raw.type) or pa.types.is_large_list(raw.type):
+            lists = raw
+        elif spec.separator is not None and (pa.types.is_string(raw.type) or pa.types.is_large_string(raw.type)):
+            lists = pc.split_pattern(raw, spec.separator)
+        else:
+            raise DataError(
+                f"sequence feature {spec.name!r} needs a list column or a string column with a separator; "
+                f"column {spec.column_source!r} is {raw.type}",
+                path=where or None,
+            )
+        return pc.fill_null(lists, pa.scalar([], lists.type)) if lists.null_count else lists
+
+    def _encode_sequence(self, table: pa.Table, spec: FeatureSpec, where: str) -> tuple[np.ndarray, np.ndarray]:
+        lists = self._lists(table, spec, where)
+        ids = self.vocabularies[spec.table_name].encode(_keys(lists.flatten()))
+        offsets = lists.offsets.to_numpy().astype(np.int64)
+        offsets = offsets - offsets[0]
+        # Empty or missing tokens (id 0) are dropped, so they never take a position.
+        kept = ids != PADDING_ID
+        offsets = np.concatenate([[0], np.cumsum(kept)])[offsets]
+        ids = ids[kept]
+        width = self.max_lengths[spec.name]
+        lengths = np.minimum(np.diff(offsets), width)
+        start = offsets[1:] - lengths  # the last `width` values of each list
+        positions = start[:, None] + np.arange(width)[None, :]
+        mask = np.arange(width)[None, :] < lengths[:, None]
+        padded = np.where(mask, ids[np.minimum(positions, max(len(ids) - 1, 0))] if len(ids) else 0, PADDING_ID)
+        return padded.astype(np.int64), lengths.astype(np.int64)
+
+
+def _unfitted(spec: FeatureSpec) -> FeatureSpec:
+    from dataclasses import replace
+
+    return replace(spec, vocab_size=0) if spec.kind != "dense" else spec
+
+
+def _labels(table: pa.Table, name: str, where: str) -> np.ndarray:
+    if name not in table.column_names:
+        raise DataError(f"label column {name!r} is missing; columns: {table.column_names}", path=where or None)
+    values = _as_float(_as_array(table.column(name)), name, where)
+    bad = ~np.isnan(values) & (values != 0) & (values != 1)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise DataError(f"label {name!r} must be 0, 1 or missing; row {row} has {values[row]}", path=where or None)
+    return values.astype(np.float32)
+
+
+@dataclass
+class EncodedColumns:
+    """Model-ready columns of one split (see :meth:`Preprocessor.transform` for shapes)."""
+
+    sparse: np.ndarray
+    dense: np.ndarray
+    labels: np.ndarray
+    sequences: dict[str, np.ndarray] = field(default_factory=dict)
+    lengths: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def take(self, rows: np.ndarray) -> "EncodedColumns":
+        """The rows ``rows`` (an index array or boolean mask), as a new object."""
+        return EncodedColumns(
+            self.sparse[rows], self.dense[rows], self.labels[rows],
+            {k: v[rows] for k, v in self.sequences.items()}, {k: v[rows] for k, v in self.lengths.items()},
+        )
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Flat name -> array mapping (for ``.npy`` caches)."""
+        out = {"sparse": self.sparse, "dense": self.dense, "labels": self.labels}
+        out.update({f"seq.{k}": v for k, v in self.sequences.items()})
+        out.update({f"len.{k}": v for k, v in self.lengths.items()})
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "EncodedColumns":
+        return cls(
+            arrays["sparse"], arrays["dense"], arrays["labels"],
+            {k[4:]: v for k, v in arrays.items() if k.startswith("seq.")},
+            {k[4:]: v for k, v in arrays.items() if k.startswith("len.")},
+        )
+
+    @staticmethod
+    def concat(parts: list["EncodedColumns"]) -> "EncodedColumns":
+        first = parts[0]
+        return EncodedColumns(
+            np.concatenate([p.sparse for p in parts]), np.concatenate([p.dense for p in parts]),
+            np.concatenate([p.labels for p in parts]),
+            {k: np.concatenate([p.sequences[k] for p in parts]) for k in first.sequences},
+            {k: np.concatenate([p.lengths[k] for p in parts]) for k in first.lengths},
+        )

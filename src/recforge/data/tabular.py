@@ -1,0 +1,101 @@
+"""Tabular (CTR / multi-task) data: encoded train / validation / test splits and their batches."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from recforge.data.batches import Batch
+from recforge.data.preprocessing import EncodedColumns
+from recforge.data.schema import Schema
+
+
+@dataclass
+class TabularData:
+    """Model-ready splits of a tabular dataset, with the preprocessing fitted on ``train``.
+
+    Attributes:
+        name: dataset name.
+        schema: the fitted schema (table sizes known).
+        train, valid, test: encoded columns of each split.
+        preprocessing: the fitted preprocessing state (``Preprocessor.to_dict()``).
+        info: how the splits were made (official files, seeded stratified split, ...).
+    """
+
+    name: str
+    schema: Schema
+    train: EncodedColumns
+    valid: EncodedColumns
+    test: EncodedColumns
+    preprocessing: dict[str, Any]
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def split(self, name: str) -> EncodedColumns:
+        """``train``, ``valid`` or ``test``."""
+        return {"train": self.train, "valid": self.valid, "test": self.test}[name]
+
+
+def to_batch(columns: EncodedColumns, rows: slice | np.ndarray | torch.Tensor | None = None) -> Batch:
+    """A Batch over ``rows`` of ``columns`` (all rows if None); zero-copy for slices."""
+    pick = (lambda a: a) if rows is None else (lambda a: a[rows])
+    as_t = lambda a: torch.as_tensor(pick(a))  # noqa: E731
+    return Batch(
+        sparse_features=as_t(columns.sparse),
+        labels=as_t(columns.labels),
+        dense_features=as_t(columns.dense),
+        sequence_features={k: as_t(v) for k, v in columns.sequences.items()},
+        sequence_lengths={k: as_t(v) for k, v in columns.lengths.items()},
+    )
+
+
+class TensorColumns:
+    """The columns of one split as torch tensors, for fast batch slicing."""
+
+    def __init__(self, columns: EncodedColumns):
+        self.sparse = torch.from_numpy(np.ascontiguousarray(columns.sparse))
+        self.dense = torch.from_numpy(np.ascontiguousarray(columns.dense))
+        self.labels = torch.from_numpy(np.ascontiguousarray(columns.labels))
+        self.sequences = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in columns.sequences.items()}
+        self.lengths = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in columns.lengths.items()}
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def permuted(self, perm: torch.Tensor) -> "TensorColumns":
+        out = object.__new__(TensorColumns)
+        out.sparse, out.dense, out.labels = self.sparse[perm], self.dense[perm], self.labels[perm]
+        out.sequences = {k: v[perm] for k, v in self.sequences.items()}
+        out.lengths = {k: v[perm] for k, v in self.lengths.items()}
+        return out
+
+    def batch(self, start: int, end: int) -> Batch:
+        return Batch(
+            sparse_features=self.sparse[start:end],
+            labels=self.labels[start:end],
+            dense_features=self.dense[start:end],
+            sequence_features={k: v[start:end] for k, v in self.sequences.items()},
+            sequence_lengths={k: v[start:end] for k, v in self.lengths.items()},
+        )
+
+    def batches(self, batch_size: int, generator: torch.Generator | None = None, shuffle: bool = True) -> Iterator[Batch]:
+        """Batches over all rows, shuffled once per call; a trailing batch of one row is joined to
+        the one before (BatchNorm cannot normalise a single row in training), so no batch has one
+        row unless the split has one row.
+
+        Raises:
+            ValueError: if ``batch_size < 1``.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        cols = self.permuted(torch.randperm(len(self), generator=generator)) if shuffle else self
+        n = len(cols)
+        starts = list(range(0, n, batch_size))
+        if len(starts) > 1 and n - starts[-1] == 1:
+            starts.pop()
+        for k, start in enumerate(starts):
+            end = starts[k + 1] if k + 1 < len(starts) else n
+            yield cols.batch(start, end)

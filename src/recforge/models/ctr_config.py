@@ -1,0 +1,20 @@
+"""Checks shared by the CTR models' config dataclasses."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from recforge.errors import ConfigError
+from recforge.layers.embedding import LAYOUTS
+
+
+def check_ctr_config(model: str, embedding_dim: int, hidden_units: Sequence[int] = (), dropout: float = 0.0, layout: str = "per_field") -> None:
+    """Raise ConfigError naming the ``model.*`` field that is out of range."""
+    if embedding_dim < 1:
+        raise ConfigError(f"{model}: model.embedding_dim must be >= 1, got {embedding_dim}")
+    if any(int(u) < 1 for u in hidden_units):
+        raise ConfigError(f"{model}: model.hidden_units must be positive widths, got {list(hidden_units)}")
+    if not 0.0 <= dropout < 1.0:
+        raise ConfigError(f"{model}: model.dropout must be in [0, 1), got {dropout}")
+    if layout not in LAYOUTS:
+        raise ConfigError(f"{model}: model.layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")

@@ -1,0 +1,69 @@
+"""DLRM (Naumov et al., 2019, arXiv:1906.00091).
+
+A bottom MLP maps the dense features to a D-dim vector; each categorical feature has a D-dim
+embedding; the interaction layer takes the dot products of all pairs of these F + 1 vectors
+(no self-pairs) and concatenates them with the bottom output (Sec. 2-3, "dot" interaction);
+a top MLP maps the result to one logit. Without dense features the bottom MLP is absent and
+the F embeddings interact among themselves.
+
+Defaults: the paper's Criteo Kaggle benchmark (bottom 512-256-D, top 512-256-1, D = 16).
+Shape: batch -> logits [B].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from recforge.data.batches import Batch
+from recforge.data.schema import Schema
+from recforge.layers.embedding import EmbeddingCollection
+from recforge.layers.interaction import DotInteraction
+from recforge.layers.mlp import MLP
+from recforge.models.ctr_config import check_ctr_config
+from recforge.models.registry import register_model
+
+
+@dataclass(frozen=True)
+class DLRMConfig:
+    """DLRM settings (paper defaults for Criteo Kaggle).
+
+    Attributes:
+        embedding_dim: D, shared by the embeddings and the bottom MLP's output.
+        dense_arch: bottom MLP hidden widths (a final layer of width D is appended).
+        over_arch: top MLP hidden widths (a final 1-unit linear layer is appended).
+        init_std: embeddings start from N(0, init_std^2).
+        layout: ``per_field`` or ``fused`` embedding tables.
+    """
+
+    embedding_dim: int = 16
+    dense_arch: tuple[int, ...] = (512, 256)
+    over_arch: tuple[int, ...] = (512, 256)
+    init_std: float = 1e-4
+    layout: str = "per_field"
+
+    def __post_init__(self) -> None:
+        check_ctr_config("dlrm", self.embedding_dim, (*self.dense_arch, *self.over_arch), 0.0, self.layout)
+
+
+@register_model("dlrm", DLRMConfig)
+class DLRM(nn.Module):
+    """DLRM: bottom MLP, embedding tables, pairwise dot interaction, top MLP (Naumov et al. 2019)."""
+
+    def __init__(self, schema: Schema, config: DLRMConfig):
+        super().__init__()
+        d = config.embedding_dim
+        self.embeddings = EmbeddingCollection(schema, schema.embedded(), d, config.layout, config.init_std)
+        self.dense_arch = MLP(len(schema.dense), (*config.dense_arch, d), "relu", init="default") if schema.dense else None
+        f = self.embeddings.num_features
+        self.interaction = DotInteraction(f, with_dense=self.dense_arch is not None)
+        width = self.interaction.output_dim(d)
+        self.over_arch = MLP(width, config.over_arch, "relu", init="default")
+        self.over_out = nn.Linear(self.over_arch.output_dim, 1)
+
+    def forward(self, batch: Batch) -> Tensor:
+        sparse = self.embeddings(batch)  # [B, F, D]
+        dense = self.dense_arch(batch.dense_features) if self.dense_arch is not None else None
+        return self.over_out(self.over_arch(self.interaction(dense, sparse))).squeeze(1)

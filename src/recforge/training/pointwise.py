@@ -1,0 +1,263 @@
+"""The training loop for pointwise (CTR and multi-task) data: BCE on logits over fixed rows,
+selection on a validation metric, the test split scored once at the selected epoch.
+
+* Loss: the sum over tasks of ``weight_t`` x mean BCE over the rows whose label t is known
+  (a NaN label contributes nothing to that task's loss or gradient).
+* Metrics (AUC, LogLoss) are computed over the whole split, never averaged over batches.
+* Early stopping on ``train.monitor`` with the best weights always restored (also when the
+  epoch limit is reached); optional learning-rate decay on plateau (ReduceLROnPlateau).
+* One optimiser per parameter group (Wide & Deep: FTRL on the wide part, AdaGrad on the deep
+  part) and optional sparse embedding gradients, see :func:`recforge.training.optim.build_optimizers`.
+* ``last.pt`` after every epoch holds everything needed to resume exactly: model, optimisers,
+  schedulers, RNG states (weights, dropout, data order), the best state so far and the history.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch import Tensor, nn
+
+from recforge.config import TrainConfig
+from recforge.data.tabular import TabularData, TensorColumns
+from recforge.errors import ConfigError, TrainingError
+from recforge.evaluation.protocols import pointwise_metrics, score_rows, task_logits
+from recforge.training.optim import build_optimizers
+from recforge.training.records import RunRecorder
+from recforge.training.trainer import FitResult, resolve_device
+
+CHECK_EVERY = 100  # batches between progress refreshes and NaN checks (each check syncs)
+
+
+def masked_bce(logits: Tensor, labels: Tensor, weights: Tensor | None = None) -> Tensor:
+    """Sum over tasks of weight_t x mean BCE over the rows whose label t is not NaN.
+
+    Args:
+        logits: [B, T].
+        labels: [B, T], 0/1 or NaN (missing).
+        weights: [T] task weights (None: all 1).
+
+    Returns:
+        Scalar loss; a task with no known label in the batch contributes 0.
+    """
+    known = ~torch.isnan(labels)
+    if bool(known.all()):
+        per_task = F.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(0)
+    else:
+        safe = torch.where(known, labels, torch.zeros_like(labels))
+        losses = F.binary_cross_entropy_with_logits(logits, safe, reduction="none") * known
+        per_task = losses.sum(0) / known.sum(0).clamp(min=1)
+    return per_task.sum() if weights is None else (per_task * weights).sum()
+
+
+class PointwiseTrainer:
+    """Trains one model on a tabular split.
+
+    Args:
+        model: maps a Batch to logits [B] (one task) or a dict of logits per task.
+        data: the encoded splits.
+        config: training settings.
+        seed: fixes dropout and the data order (the weights are fixed by the caller's seed).
+        recorder: where run files go (None: keep nothing on disk).
+        console: rich console for progress (None: silent).
+        default_groups: per-group optimiser settings used when ``config.groups`` is None (the
+            model's paper setting, for example Wide & Deep's FTRL + AdaGrad).
+        task_weights: loss weight per task (None: 1 each).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data: TabularData,
+        config: TrainConfig,
+        seed: int,
+        recorder: RunRecorder | None = None,
+        console: Console | None = None,
+        default_groups: dict[str, dict[str, Any]] | None = None,
+        task_weights: tuple[float, ...] | None = None,
+    ):
+        self.model, self.data, self.config, self.seed = model, data, config, seed
+        self.recorder, self.console = recorder, console
+        self.device = resolve_device(config.device)
+        self.monitor = config.resolved_monitor("tabular")
+        self.maximize = TrainConfig.higher_is_better(self.monitor)
+        self.tasks = tuple(data.schema.labels)
+        self.groups = config.groups if config.groups is not None else default_groups
+        weights = task_weights or (1.0,) * len(self.tasks)
+        if len(weights) != len(self.tasks):
+            raise ConfigError(f"{len(weights)} task weights for {len(self.tasks)} tasks {self.tasks}")
+        self.task_weights = torch.tensor(weights, dtype=torch.float32, device=self.device)
+        self.columns = {s: TensorColumns(data.split(s)) for s in ("train", "valid", "test")}
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self, split: str) -> dict[str, float]:
+        """AUC and LogLoss on ``valid`` or ``test`` (``train`` also works)."""
+        cols = self.columns[split]
+        logits = score_rows(self.model, cols, self.tasks, self.config.eval_batch_size, self.device)
+        if not np.isfinite(logits).all():
+            raise TrainingError(f"the model's {split} scores are not finite (NaN or inf weights); lower train.lr (now {self.config.lr})")
+        return pointwise_metrics(cols.labels.numpy(), logits, self.tasks)
+
+    # ------------------------------------------------------------------ training
+    def fit(self, resume: dict[str, Any] | None = None) -> FitResult:
+        """Train, select the epoch on validation, restore it, and score the test set once.
+
+        Args:
+            resume: a ``last.pt`` state from an interrupted run of the same config; training
+                continues after its epoch and ends exactly as the uninterrupted run would.
+
+        Raises:
+            TrainingError: if the loss becomes NaN or infinite.
+            ConfigError: for optimiser groups the model does not have.
+        """
+        cfg = self.config
+        self.model.to(self.device)
+        optimizers = build_optimizers(self.model, cfg.optimizer, cfg.lr, cfg.weight_decay, self.groups, cfg.sparse_embeddings)
+        mode = "max" if self.maximize else "min"
+        schedulers = (
+            [torch.optim.lr_scheduler.ReduceLROnPlateau(o, mode=mode, factor=cfg.lr_decay, patience=cfg.lr_patience - 1, threshold=0.0) for o in optimizers]
+            if cfg.lr_patience is not None
+            else []
+        )
+        order = torch.Generator().manual_seed(self.seed)
+        torch.manual_seed(self.seed)
+        history: list[dict[str, Any]] = []
+        best_value = -math.inf if self.maximize else math.inf
+        best_epoch, best_state, stale, start_epoch = 0, copy.deepcopy(self.model.state_dict()), 0, 1
+        timings = {"train_s": 0.0, "eval_s": 0.0}
+        if resume is not None:
+            self.model.load_state_dict(resume["model"])
+            for o, s in zip(optimizers, resume["optimizers"]):
+                o.load_state_dict(s)
+            for sch, s in zip(schedulers, resume.get("schedulers", [])):
+                sch.load_state_dict(s)
+            order.set_state(resume["order_rng"])
+            torch.set_rng_state(resume["torch_rng"])
+            history = list(resume["history"])
+            best_value, best_epoch, stale = resume["best_value"], resume["best_epoch"], resume["stale"]
+            best_state = resume["best_model"]
+            start_epoch = resume["epoch"] + 1
+            timings = dict(resume.get("timings", timings))
+        started = time.perf_counter()
+        rows = len(self.columns["train"])
+
+        with self._progress() as progress:
+            for epoch in range(start_epoch, cfg.epochs + 1):
+                if cfg.patience is not None and stale >= cfg.patience:
+                    break
+                t0 = time.perf_counter()
+                loss = self._train_epoch(epoch, optimizers, order, progress)
+                t1 = time.perf_counter()
+                record: dict[str, Any] = {"epoch": epoch, "train/loss": loss, **{f"valid/{k}": v for k, v in self.evaluate("valid").items()}}
+                t2 = time.perf_counter()
+                record.update({"seconds/train": t1 - t0, "seconds/eval": t2 - t1, "train/samples_per_s": rows / (t1 - t0)})
+                record["lr"] = optimizers[0].param_groups[0]["lr"]
+                timings["train_s"] += t1 - t0
+                timings["eval_s"] += t2 - t1
+                history.append(record)
+                value = record[self.monitor]
+                if not math.isfinite(value):
+                    raise TrainingError(f"{self.monitor} is {value} in epoch {epoch} (single-class validation labels?)")
+                improved = value > best_value if self.maximize else value < best_value
+                if improved:
+                    best_value, best_epoch, stale = value, epoch, 0
+                    best_state = copy.deepcopy(self.model.state_dict())
+                else:
+                    stale += 1
+                for sch in schedulers:
+                    sch.step(value)
+                if self.recorder:
+                    self.recorder.log_epoch(record)
+                    if improved:
+                        self.recorder.save_checkpoint({"epoch": epoch, "model": best_state})
+                    self.recorder.save_checkpoint(
+                        {
+                            "epoch": epoch, "model": self.model.state_dict(),
+                            "optimizers": [o.state_dict() for o in optimizers],
+                            "schedulers": [s.state_dict() for s in schedulers],
+                            "order_rng": order.get_state(), "torch_rng": torch.get_rng_state(),
+                            "history": history, "best_value": best_value, "best_epoch": best_epoch,
+                            "stale": stale, "best_model": best_state, "timings": timings,
+                        },
+                        name="last.pt",
+                    )
+                if self.console:
+                    self._print_epoch(record, improved)
+                if cfg.patience is not None and stale >= cfg.patience and self.console:
+                    self.console.print(f"early stop: no {self.monitor} gain in {stale} epochs")
+
+        self.model.load_state_dict(best_state)
+        if self.recorder and best_epoch == 0:
+            self.recorder.save_checkpoint({"epoch": 0, "model": best_state})
+        t0 = time.perf_counter()
+        test = {f"test/{k}": v for k, v in self.evaluate("test").items()}
+        timings["test_s"] = time.perf_counter() - t0
+        trained = [r for r in history if r["epoch"] > 0]
+        selected = next((r for r in history if r["epoch"] == best_epoch), {})
+        summary: dict[str, Any] = {
+            "selected_epoch": best_epoch,
+            "selection": f"best {self.monitor}",
+            "epochs_run": len(trained),
+            **{k: v for k, v in selected.items() if k.startswith("valid/")},
+            **test,
+            "rows": {s: len(c) for s, c in self.columns.items()},
+            "timings": {
+                **timings,
+                "seconds_per_epoch": timings["train_s"] / max(len(trained), 1),
+                "train_samples_per_s": rows * len(trained) / timings["train_s"] if timings["train_s"] else None,
+                "total_s": time.perf_counter() - started,
+            },
+        }
+        return FitResult(summary=summary, history=history)
+
+    def _train_epoch(self, epoch: int, optimizers: list[torch.optim.Optimizer], order: torch.Generator, progress: Progress) -> float:
+        self.model.train()
+        cols = self.columns["train"]
+        n_batches = max(math.ceil(len(cols) / self.config.batch_size), 1)
+        task = progress.add_task(f"epoch {epoch}/{self.config.epochs}", total=n_batches)
+        total = torch.zeros((), dtype=torch.float64, device=self.device)
+        for step, batch in enumerate(cols.batches(self.config.batch_size, order), start=1):
+            batch = batch.to(self.device)
+            logits = task_logits(self.model(batch), self.tasks)
+            loss = masked_bce(logits, batch.labels, self.task_weights)
+            for o in optimizers:
+                o.zero_grad(set_to_none=True)
+            loss.backward()
+            for o in optimizers:
+                o.step()
+            total += loss.detach() * len(batch)
+            if step % CHECK_EVERY == 0:
+                if not torch.isfinite(total):
+                    raise TrainingError(
+                        f"training loss became non-finite in epoch {epoch}, batch {step}; lower train.lr (now {self.config.lr}) or check the data"
+                    )
+                progress.update(task, completed=step)
+        progress.update(task, completed=n_batches, visible=False)
+        value = float(total.item()) / max(len(cols), 1)
+        if not math.isfinite(value):
+            raise TrainingError(f"training loss became {value} in epoch {epoch}; lower train.lr (now {self.config.lr}) or check the data")
+        return value
+
+    def _progress(self) -> Progress:
+        return Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("batches"),
+            TimeElapsedColumn(), TimeRemainingColumn(),
+            console=self.console, disable=self.console is None, transient=True,
+        )
+
+    def _print_epoch(self, record: dict[str, Any], improved: bool) -> None:
+        assert self.console is not None
+        parts = [f"epoch {record['epoch']:>3}", f"loss {record['train/loss']:.4f}"]
+        parts += [f"{k} {record[k]:.4f}" for k in ("valid/auc", "valid/log_loss") if k in record]
+        parts.append(f"{record['seconds/train']:.1f}s ({record['train/samples_per_s']:,.0f} rows/s)")
+        if improved:
+            parts.append("*")
+        self.console.print("  ".join(parts), soft_wrap=True, highlight=False)
