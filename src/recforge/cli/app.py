@@ -78,9 +78,10 @@ def data_info(
     table = Table("", name, show_header=True)
     table.add_row("folder", str(resolve_data_dir(data_dir) / source.folder))
     for key, value in data.describe().items():
-        table.add_row(key, f"{value:,}")
-    with_valid = data.with_validation(seed)
-    table.add_row("train interactions after the validation hold-out", f"{with_valid.num_train:,}")
+        table.add_row(key, f"{value:,}" if isinstance(value, (int, float)) else escape(str(value)))
+    if hasattr(data, "with_validation"):
+        with_valid = data.with_validation(seed)
+        table.add_row("train interactions after the validation hold-out", f"{with_valid.num_train:,}")
     table.add_row("source", source.citation)
     table.add_row("licence", source.license)
     out.print(table)

@@ -34,6 +34,23 @@ class TabularData:
     preprocessing: dict[str, Any]
     info: dict[str, Any] = field(default_factory=dict)
 
+    def describe(self) -> dict[str, Any]:
+        """Counts for ``recforge data info``: rows and positive rate per split, features, tables."""
+        out: dict[str, Any] = {}
+        for split in ("train", "valid", "test"):
+            cols = self.split(split)
+            out[f"{split} rows"] = len(cols)
+            for t, task in enumerate(self.schema.labels):
+                rate = float(np.nanmean(cols.labels[:, t])) if len(cols) else float("nan")
+                out[f"{split} positive rate ({task})"] = f"{rate:.4f}"
+        for kind in ("sparse", "dense", "sequence"):
+            names = [f.name for f in getattr(self.schema, kind)]
+            if names:
+                out[f"{kind} features"] = f"{len(names)}: {', '.join(names)}"
+        out["embedding table rows (all tables)"] = sum(f.vocab_size for f in self.schema.features if f.kind != "dense" and f.table is None)
+        out["split"] = self.info.get("split", "")
+        return out
+
     def split(self, name: str) -> EncodedColumns:
         """``train``, ``valid`` or ``test``."""
         return {"train": self.train, "valid": self.valid, "test": self.test}[name]

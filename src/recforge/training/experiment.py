@@ -73,6 +73,8 @@ def run_tabular(
     Raises:
         ConfigError: for a model that needs user/item data, or a resume directory of another config.
     """
+    if config.model_name in _IMPLICIT_MODELS:
+        raise ConfigError(f"model {config.model_name} needs implicit-feedback (user, item) data; {config.data.name} is tabular CTR data")
     torch.manual_seed(config.seed)
     model = build_model(config.model_name, data.schema, config.model)
     paper = getattr(model, "paper_optimizers", None)
