@@ -38,7 +38,9 @@ class ReferenceNeuMF(nn.Module):
         super().__init__()
         self.gu, self.gi = nn.Embedding(nu, f), nn.Embedding(ni, f)
         self.mu, self.mi = nn.Embedding(nu, 2 * f), nn.Embedding(ni, 2 * f)
-        self.tower = nn.Sequential(nn.Linear(4 * f, 2 * f), nn.ReLU(), nn.Linear(2 * f, f), nn.ReLU())
+        self.tower = nn.Sequential(
+            nn.Linear(4 * f, 4 * f), nn.ReLU(), nn.Linear(4 * f, 2 * f), nn.ReLU(), nn.Linear(2 * f, f), nn.ReLU()
+        )
         self.out = nn.Linear(2 * f, 1)
 
     def forward(self, u: torch.Tensor, i: torch.Tensor) -> torch.Tensor:

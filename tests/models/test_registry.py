@@ -78,11 +78,11 @@ def test_unknown_model_lists_names():
 
 
 def test_mlp_tower_follows_the_paper():
-    # Sec. 4.1: factors 8 -> layers 32 -> 16 -> 8, embedding size 16
+    # Sec. 4.1: three hidden layers; factors 8 -> neural CF layers 32 -> 16 -> 8, embedding size 16
     model = NCFMLP(SCHEMA, NCFConfig(factors=8))
     assert model.user_embedding.embedding_dim == 16
     linears = [m for m in model.tower.modules() if isinstance(m, torch.nn.Linear)]
-    assert [(m.in_features, m.out_features) for m in linears] == [(32, 16), (16, 8)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(32, 32), (32, 16), (16, 8)]
     assert model.predict.in_features == 8
     custom = NCFMLP(SCHEMA, NCFConfig(factors=8, mlp_layers=(64, 32, 16, 8)))
     assert custom.user_embedding.embedding_dim == 32

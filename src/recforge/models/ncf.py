@@ -5,10 +5,11 @@ All four score a (user, item) pair from ``batch.sparse_features[:, 0]`` (user) a
 
 * ``mf``: dot product plus user, item and global biases (the classic MF scorer).
 * ``gmf``: Eq. 9, y = a_out(h^T (p_u ⊙ q_i)), the element-wise product through a learned linear layer.
-* ``mlp``: Eq. 10, a tower over [p_u ; q_i]; for predictive factors f the tower is 4f -> 2f -> f
-  over two 2f-dim embeddings (Sec. 4.1: "if the predictive factors is 8, then the architecture of
-  the neural CF layers is 32 -> 16 -> 8, and the embedding size is 16"). The authors' code runs
-  ``--layers [64,32,16,8]`` at f = 8 instead (32-dim embeddings, one more hidden layer); set
+* ``mlp``: Eq. 10, a tower over [p_u ; q_i]; for predictive factors f: two 2f-dim embeddings
+  (input 4f) and three hidden layers 4f -> 2f -> f (Sec. 4.1: "we employed three hidden layers for
+  MLP; for example, if the size of predictive factors is 8, then the architecture of the neural CF
+  layers is 32 -> 16 -> 8, and the embedding size is 16"). The authors' code runs
+  ``--layers [64,32,16,8]`` at f = 8 instead (32-dim embeddings, hidden 32 -> 16 -> 8); set
   ``mlp_layers`` to (8f, 4f, 2f, f) for that variant. The paper's text is the default.
 * ``neumf``: Eq. 11-12, GMF and MLP with separate embeddings, their last layers concatenated
   into one prediction layer; ``load_pretrained`` implements the Sec. 3.4.1 initialisation.
@@ -39,7 +40,8 @@ class NCFConfig:
         factors: predictive factors f (GMF/MF embedding size; the MLP's last hidden layer).
         mlp_layers: MLP widths as in the reference code's ``--layers``: the first entry is the
             concatenated input [p_u ; q_i] (so each MLP embedding has ``mlp_layers[0] // 2``
-            dims), the rest are the hidden layers. None means (4f, 2f, f).
+            dims), the rest are the hidden layers. None means the paper's (4f, 4f, 2f, f): input
+            4f, then three hidden layers 4f, 2f, f.
         init_std: standard deviation of the Gaussian embedding initialisation.
     """
 
@@ -62,7 +64,7 @@ class NCFConfig:
     def tower(self) -> tuple[int, ...]:
         """MLP widths, first = input width."""
         f = self.factors
-        return tuple(self.mlp_layers) if self.mlp_layers is not None else (4 * f, 2 * f, f)
+        return tuple(self.mlp_layers) if self.mlp_layers is not None else (4 * f, 4 * f, 2 * f, f)
 
 
 def _embedding(num: int, dim: int, std: float) -> nn.Embedding:
