@@ -154,21 +154,30 @@ class NCFMLP(nn.Module):
 class NeuMF(nn.Module):
     """Neural Matrix Factorization (He et al. 2017, Eq. 12): GMF ⊕ MLP -> one linear layer.
 
+    GMF and MLP keep separate embeddings, as in the paper, but each side stores them in one table
+    ([GMF | MLP] columns), so a step does two lookups instead of four: the same function and
+    gradients, and a faster epoch on CPU where NeuMF-8's cost is per-operation overhead.
+
     Shape: batch.sparse_features [B, 2] (user, item) -> logits [B].
     """
 
     def __init__(self, schema: Schema, config: NCFConfig):
         super().__init__()
         self.config = config
-        self.gmf = GMF(schema, config)
-        self.mlp = NCFMLP(schema, config)
-        # The branches' own prediction layers are unused; the joint one replaces them.
-        del self.gmf.predict, self.mlp.predict
-        self.predict = lecun_uniform_(nn.Linear(config.factors + config.tower[-1], 1))
+        tower = config.tower
+        f, e = config.factors, tower[0] // 2
+        self.user_embedding = _embedding(schema["user"].vocab_size, f + e, config.init_std)
+        self.item_embedding = _embedding(schema["item"].vocab_size, f + e, config.init_std)
+        self.tower = MLP(tower[0], tower[1:], activation="relu")
+        self.predict = lecun_uniform_(nn.Linear(f + tower[-1], 1))
 
     def forward(self, batch: Batch) -> Tensor:
-        joint = torch.cat([self.gmf.features(batch), self.mlp.features(batch)], dim=1)
-        return self.predict(joint).squeeze(1)
+        users, items = _ids(batch)
+        u, i = self.user_embedding(users), self.item_embedding(items)
+        f = self.config.factors
+        gmf = u[:, :f] * i[:, :f]
+        mlp = self.tower(torch.cat([u[:, f:], i[:, f:]], dim=1))
+        return self.predict(torch.cat([gmf, mlp], dim=1)).squeeze(1)
 
     @torch.no_grad()
     def load_pretrained(self, gmf: GMF, mlp: NCFMLP, alpha: float = 0.5) -> "NeuMF":
@@ -187,12 +196,20 @@ class NeuMF(nn.Module):
         """
         if not 0.0 <= alpha <= 1.0:
             raise ConfigError(f"pretrain.alpha must be in [0, 1], got {alpha}")
-        for name, source, target in (("GMF", gmf, self.gmf), ("MLP", mlp, self.mlp)):
-            theirs = {k: v for k, v in source.state_dict().items() if not k.startswith("predict.")}
-            ours = target.state_dict()
-            if {k: tuple(v.shape) for k, v in theirs.items()} != {k: tuple(v.shape) for k, v in ours.items()}:
-                raise ConfigError(f"pre-trained {name} does not match NeuMF's {name} part (factors or mlp_layers differ)")
-            target.load_state_dict(theirs)
+        f = self.config.factors
+        if gmf.user_embedding.weight.shape[1] != f or gmf.user_embedding.weight.shape[0] != self.user_embedding.weight.shape[0] \
+                or gmf.item_embedding.weight.shape[0] != self.item_embedding.weight.shape[0]:
+            raise ConfigError("pre-trained GMF does not match NeuMF's GMF part (factors or table sizes differ)")
+        theirs = {k: v for k, v in mlp.state_dict().items() if k.startswith("tower.")}
+        ours = {k: v for k, v in self.state_dict().items() if k.startswith("tower.")}
+        if {k: tuple(v.shape) for k, v in theirs.items()} != {k: tuple(v.shape) for k, v in ours.items()} or \
+                mlp.user_embedding.weight.shape[1] != self.user_embedding.weight.shape[1] - f or \
+                mlp.user_embedding.weight.shape[0] != self.user_embedding.weight.shape[0]:
+            raise ConfigError("pre-trained MLP does not match NeuMF's MLP part (factors or mlp_layers differ)")
+        for table, g, m in ((self.user_embedding, gmf.user_embedding, mlp.user_embedding), (self.item_embedding, gmf.item_embedding, mlp.item_embedding)):
+            table.weight[:, :f].copy_(g.weight)
+            table.weight[:, f:].copy_(m.weight)
+        self.tower.load_state_dict({k[len("tower."):]: v for k, v in theirs.items()})
         self.predict.weight.copy_(torch.cat([alpha * gmf.predict.weight, (1 - alpha) * mlp.predict.weight], dim=1))
         self.predict.bias.copy_(alpha * gmf.predict.bias + (1 - alpha) * mlp.predict.bias)
         return self
