@@ -1,8 +1,8 @@
-"""DeepFM test AUC, recforge vs DeepCTR-Torch 0.3.0, on the same split, ids and settings.
+"""DeepFM test AUC, recforge vs DeepCTR-Torch 0.3.0 and FuxiCTR 2.3.10, on the same split, ids and settings.
 
 Trains recforge's DeepFM on a dataset (default: frappe) with embedding 10, MLP 400-400-400,
 dropout 0.5, Adam lr 1e-3, batch 1024, selection on validation AUC (patience 2, at most 20 epochs),
-exports the encoded splits, and runs ``benchmarks/peers/deepctr_auc.py`` in a separate
+exports the encoded splits, and runs ``benchmarks/peers/deepctr_auc.py`` and ``fuxictr_auc.py`` in a separate
 environment (``--peers PYTHON``) on exactly those rows. Several seeds give the spread.
 
 Run:  .venv/bin/python benchmarks/deepfm_parity.py --data-dir ../shared/data --peers /tmp/peers/bin/python
@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--data-dir", default=os.environ.get("RECFORGE_DATA_DIR"))
     parser.add_argument("--dataset", default="frappe")
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
-    parser.add_argument("--peers", help="python of an environment with deepctr-torch==0.3.0")
+    parser.add_argument("--peers", help="python of an environment with deepctr-torch==0.3.0 and fuxictr==2.3.10")
     parser.add_argument("--output-dir", type=Path, default=Path("runs/deepfm-parity"))
     args = parser.parse_args()
 
@@ -60,14 +60,15 @@ def main() -> None:
                 **{f"{s}_sparse": data.split(s).sparse for s in ("train", "valid", "test")},
                 **{f"{s}_labels": data.split(s).labels[:, 0] for s in ("train", "valid", "test")},
             )
-            for seed in args.seeds:
-                out = subprocess.run([args.peers, str(HERE / "peers" / "deepctr_auc.py"), str(path), str(seed)],
-                                     capture_output=True, text=True, check=False)
-                line = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
-                if not line.startswith("{"):
-                    raise SystemExit(f"peer run failed:\n{out.stderr[-3000:]}")
-                results.append(json.loads(line))
-                print(line, flush=True)
+            for script in ("deepctr_auc.py", "fuxictr_auc.py"):
+                for seed in args.seeds:
+                    out = subprocess.run([args.peers, str(HERE / "peers" / script), str(path), str(seed)],
+                                         capture_output=True, text=True, check=False)
+                    line = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
+                    if not line.startswith("{"):
+                        raise SystemExit(f"{script} failed:\n{out.stderr[-3000:]}")
+                    results.append(json.loads(line))
+                    print(line, flush=True)
     for lib in sorted({r["library"] for r in results}):
         aucs = np.array([r["test_auc"] for r in results if r["library"] == lib])
         print(f"{lib:<22} test AUC {aucs.mean():.4f} ± {aucs.std(ddof=1) if len(aucs) > 1 else 0:.4f} over {len(aucs)} seeds")

@@ -73,7 +73,7 @@ def test_forward_backward_round_trip(name):
 
 
 def test_unknown_model_lists_names():
-    with pytest.raises(UnknownNameError, match="deepfm, dlrm, fm, gmf, itempop, lr, mf, mlp, neumf, wide_deep"):
+    with pytest.raises(UnknownNameError, match="base, deepfm, din, dlrm, fm, gmf, itempop, lr, mf, mlp, neumf, wide_deep"):
         build_model("ncf++", SCHEMA)
 
 

@@ -403,6 +403,7 @@ class EncodedColumns:
     labels: np.ndarray
     sequences: dict[str, np.ndarray] = field(default_factory=dict)
     lengths: dict[str, np.ndarray] = field(default_factory=dict)
+    groups: np.ndarray | None = None  # int64 [N] raw group (user) of each row, for GAUC; never a model input
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -412,6 +413,7 @@ class EncodedColumns:
         return EncodedColumns(
             self.sparse[rows], self.dense[rows], self.labels[rows],
             {k: v[rows] for k, v in self.sequences.items()}, {k: v[rows] for k, v in self.lengths.items()},
+            None if self.groups is None else self.groups[rows],
         )
 
     def arrays(self) -> dict[str, np.ndarray]:
@@ -419,6 +421,8 @@ class EncodedColumns:
         out = {"sparse": self.sparse, "dense": self.dense, "labels": self.labels}
         out.update({f"seq.{k}": v for k, v in self.sequences.items()})
         out.update({f"len.{k}": v for k, v in self.lengths.items()})
+        if self.groups is not None:
+            out["groups"] = self.groups
         return out
 
     @classmethod
@@ -427,6 +431,7 @@ class EncodedColumns:
             arrays["sparse"], arrays["dense"], arrays["labels"],
             {k[4:]: v for k, v in arrays.items() if k.startswith("seq.")},
             {k[4:]: v for k, v in arrays.items() if k.startswith("len.")},
+            arrays.get("groups"),
         )
 
     @staticmethod
@@ -437,4 +442,5 @@ class EncodedColumns:
             np.concatenate([p.labels for p in parts]),
             {k: np.concatenate([p.sequences[k] for p in parts]) for k in first.sequences},
             {k: np.concatenate([p.lengths[k] for p in parts]) for k in first.lengths},
+            None if first.groups is None else np.concatenate([p.groups for p in parts]),  # type: ignore[misc]
         )

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from recforge.data.batches import Batch
 from recforge.data.sampling import InteractionIndex
-from recforge.metrics.classification import auc, log_loss
+from recforge.metrics.classification import auc, gauc, log_loss
 from recforge.metrics.ranking import rank_statistics, ranking_metrics
 
 if TYPE_CHECKING:
@@ -164,12 +164,16 @@ def score_rows(model: nn.Module, columns: "TensorColumns", tasks: tuple[str, ...
     return torch.cat(parts).numpy() if parts else np.zeros((0, len(tasks)))
 
 
-def pointwise_metrics(labels: np.ndarray, logits: np.ndarray, tasks: tuple[str, ...]) -> dict[str, float]:
-    """AUC and LogLoss per task over the whole split (never averaged over batches).
+def pointwise_metrics(
+    labels: np.ndarray, logits: np.ndarray, tasks: tuple[str, ...], groups: np.ndarray | None = None
+) -> dict[str, float]:
+    """AUC and LogLoss per task over the whole split (never averaged over batches), and GAUC
+    (impression-weighted per-user AUC, Zhou et al. 2018) when ``groups`` gives each row's user.
 
     Rows whose label is NaN (missing for that task) are left out of that task's metrics. With
-    one task the keys are ``auc`` / ``log_loss``; with several, ``<task>/auc`` and
-    ``<task>/log_loss`` plus their means over tasks as ``auc`` / ``log_loss``.
+    one task the keys are ``auc`` / ``log_loss`` (/ ``gauc``, ``gauc_users``, ``gauc_skipped_users``);
+    with several, ``<task>/auc`` and ``<task>/log_loss`` plus their means over tasks as
+    ``auc`` / ``log_loss``.
 
     Raises:
         ValueError: for NaN or infinite logits.
@@ -181,6 +185,11 @@ def pointwise_metrics(labels: np.ndarray, logits: np.ndarray, tasks: tuple[str, 
         prefix = "" if len(tasks) == 1 else f"{task}/"
         out[f"{prefix}auc"] = auc(y, z)
         out[f"{prefix}log_loss"] = log_loss(y, logits=z)
+        if groups is not None:
+            value, counts = gauc(y, z, groups[known])
+            out[f"{prefix}gauc"] = value
+            out[f"{prefix}gauc_users"] = float(counts["users"])
+            out[f"{prefix}gauc_skipped_users"] = float(counts["skipped_users"])
     if len(tasks) > 1:
         out["auc"] = float(np.mean([out[f"{t}/auc"] for t in tasks]))
         out["log_loss"] = float(np.mean([out[f"{t}/log_loss"] for t in tasks]))

@@ -131,6 +131,13 @@ class EmbeddingCollection(nn.Module):
             return self.fused(ids + offset) * (ids != 0).unsqueeze(-1).to(self.fused.weight.dtype)
         return self.tables[self.table_of[name]](ids)
 
+    def lookup(self, batch: Batch, name: str) -> Tensor:
+        """Embeddings of one feature: [B, D] for a sparse feature, [B, L, D] (unpooled, zero
+        padding) for a sequence feature."""
+        if name in self._column_of:
+            return self._lookup(name, batch.sparse_features[:, self._column_of[name]])
+        return self._lookup(name, batch.sequence_features[name])
+
     def lookup_sequence(self, batch: Batch, name: str) -> tuple[Tensor, Tensor]:
         """Unpooled embeddings of sequence feature ``name``: ([B, L, D] with zero padding, lengths [B])."""
         return self._lookup(name, batch.sequence_features[name]), batch.sequence_lengths[name]

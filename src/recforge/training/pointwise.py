@@ -104,7 +104,7 @@ class PointwiseTrainer:
         logits = score_rows(self.model, cols, self.tasks, self.config.eval_batch_size, self.device)
         if not np.isfinite(logits).all():
             raise TrainingError(f"the model's {split} scores are not finite (NaN or inf weights); lower train.lr (now {self.config.lr})")
-        return pointwise_metrics(cols.labels.numpy(), logits, self.tasks)
+        return pointwise_metrics(cols.labels.numpy(), logits, self.tasks, self.data.split(split).groups)
 
     # ------------------------------------------------------------------ training
     def fit(self, resume: dict[str, Any] | None = None) -> FitResult:

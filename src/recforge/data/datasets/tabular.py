@@ -54,6 +54,8 @@ class TabularSource(DatasetSource):
 
     kind: ClassVar[str] = "tabular"
     fractions: ClassVar[tuple[float, float, float]] = (0.8, 0.1, 0.1)
+    #: raw column whose values group rows for GAUC (the user); carried as ``EncodedColumns.groups``
+    group_column: ClassVar[str | None] = None
 
     def default_schema(self) -> Schema:
         """The declared features and labels (sizes unknown until fitted)."""
@@ -130,6 +132,11 @@ class TabularSource(DatasetSource):
             info["split"] = "official train / validation / test files"
         pre = Preprocessor(schema).fit(tables["train"], where)
         encoded = {s: pre.transform(tables[s], where) for s in SPLITS}  # type: ignore[arg-type]
+        if self.group_column is not None:
+            for s in SPLITS:
+                column = tables[s].column(self.group_column)  # type: ignore[union-attr]
+                encoded[s].groups = np.asarray(column.to_numpy(zero_copy_only=False)).astype(np.int64)
+            info["group_column"] = self.group_column
         info["rows"] = {s: len(encoded[s]) for s in SPLITS}
         info["positive_rate"] = {
             s: [float(np.nanmean(encoded[s].labels[:, t])) if len(encoded[s]) else float("nan") for t in range(len(schema.labels))]
