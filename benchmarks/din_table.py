@@ -1,7 +1,7 @@
 """Test AUC and GAUC of DIN (Dice, PReLU) and its base model on the behaviour datasets, mean ± std
 over seeds (Zhou et al. 2018 compare exactly these).
 
-Each run: Adam lr 1e-3, batch 256, at most --epochs epochs with early stopping on validation AUC
+Each run: Adam lr 1e-3, batch 512, at most --epochs epochs with early stopping on validation AUC
 (patience 1), the test split scored once at the selected epoch. Finished runs in --output-dir with
 the same resolved config are reused.
 
@@ -51,7 +51,7 @@ def main() -> None:
                 raw = {
                     "model": {"name": model, "activation": act, "attention_activation": act},
                     "data": {"name": dataset},
-                    "train": {"epochs": args.epochs, "patience": 1, "batch_size": 256},
+                    "train": {"epochs": args.epochs, "patience": 1, "batch_size": 512},
                     "seed": seed,
                 }
                 config = from_dict(apply_overrides(raw, []))
