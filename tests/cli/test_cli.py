@@ -70,7 +70,7 @@ def test_data_commands(shared_data):
     "args, message",
     [
         (["train", "ncf9000", "--dataset", "movielens-1m-ncf"], "unknown model 'ncf9000'; valid models: base, deepfm, din, dlrm, fm, gmf, itempop, lr, mf, mlp, neumf, wide_deep"),
-        (["train", "gmf", "--dataset", "netflix"], "unknown dataset 'netflix'; valid datasets: movielens-100k"),
+        (["train", "gmf", "--dataset", "netflix"], "unknown dataset 'netflix'; valid datasets: amazon-electronics"),
         (["train", "gmf", "--set", "train.lr=-1"], "train.lr must be > 0"),
         (["train", "gmf", "--set", "train.bogus=1"], "unknown key train.bogus"),
         (["train", "mlp", "--pretrain"], "pretrain.enabled applies to neumf only"),

@@ -38,35 +38,52 @@ _CROSS_SEPARATOR = "\x1f"  # ASCII unit separator: cannot occur in normal catego
 _COMPACT_EVERY = 8  # merge accumulated value counts after this many chunks
 
 
-@dataclass(frozen=True)
 class Vocabulary:
     """Known values of one table, most frequent first; value ``values[k]`` has id ``k + 2``.
 
-    Attributes:
-        values: the known values as strings.
+    Held as a PyArrow string array, so building and encoding never go through Python strings.
+
+    Args:
+        values: the known values (strings), in id order.
     """
 
-    values: tuple[str, ...]
+    def __init__(self, values: pa.Array | list[str] | tuple[str, ...]):
+        self.array = values if isinstance(values, pa.Array) else pa.array(list(values), type=pa.string())
+        if self.array.type != pa.string():
+            self.array = pc.cast(self.array, pa.string())
+
+    @property
+    def values(self) -> tuple[str, ...]:
+        return tuple(self.array.to_pylist())
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Vocabulary) and self.array.equals(other.array)
+
+    def __repr__(self) -> str:
+        return f"Vocabulary({len(self)} values)"
 
     @property
     def num_embeddings(self) -> int:
         """Table rows: the known values plus padding/missing (0) and out-of-vocabulary (1)."""
-        return len(self.values) + FIRST_ID
+        return len(self.array) + FIRST_ID
 
     @classmethod
     def from_counts(cls, values: pa.Array, counts: np.ndarray, min_count: int = 1, max_size: int | None = None) -> "Vocabulary":
         """Keep values with ``count >= min_count``, the ``max_size`` most frequent, ties by value."""
-        vals = np.asarray(values.to_pylist(), dtype=object)
-        keep = counts >= min_count
-        vals, counts = vals[keep], counts[keep]
-        order = np.lexsort((vals.astype(str), -counts))
+        table = pa.table({"value": pc.cast(values, pa.string()), "count": pa.array(counts, pa.int64())})
+        if min_count > 1:
+            table = table.filter(pc.greater_equal(table.column("count"), min_count))
+        table = table.sort_by([("count", "descending"), ("value", "ascending")])
         if max_size is not None:
-            order = order[:max_size]
-        return cls(tuple(str(v) for v in vals[order]))
+            table = table.slice(0, max_size)
+        return cls(table.column("value").combine_chunks())
 
     def encode(self, keys: pa.Array) -> np.ndarray:
         """Ids of string ``keys``: null -> 0, unknown -> 1, known -> 2.. (int64 [N])."""
-        index = pc.index_in(keys, value_set=pa.array(self.values, type=pa.string()))
+        index = pc.index_in(keys, value_set=self.array)
         ids = pc.add(pc.fill_null(index, OOV_ID - FIRST_ID), FIRST_ID)
         ids = pc.if_else(pc.is_null(keys), PADDING_ID, ids)
         return ids.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
@@ -107,7 +124,10 @@ def _keys(array: pa.Array) -> pa.Array:
         if whole.all() or np.isnan(values[~whole]).all():
             array = pc.cast(pc.if_else(pc.is_nan(array), pa.scalar(None, array.type), array), pa.int64())
     keys = pc.cast(array, pa.string())
-    return pc.if_else(pc.equal(keys, ""), pa.scalar(None, pa.string()), keys)
+    empty = pc.equal(keys, "")
+    if not pc.any(empty).as_py():  # the usual case: no copy
+        return keys
+    return pc.if_else(empty, pa.scalar(None, pa.string()), keys)
 
 
 def _log_squared(values: np.ndarray) -> pa.Array:
@@ -226,7 +246,7 @@ class Preprocessor:
                 edges = np.unique(np.quantile(values, np.linspace(0, 1, spec.num_buckets + 1))) if len(values) else np.zeros(0)
                 self.quantile_edges[spec.name] = [float(e) for e in edges[1:-1]]
                 # Buckets are the vocabulary "0".."k"; k + 1 buckets for k inner edges.
-                self.vocabularies[spec.name] = Vocabulary(tuple(str(i) for i in range(len(edges[1:-1]) + 1)))
+                self.vocabularies[spec.name] = Vocabulary([str(i) for i in range(len(edges[1:-1]) + 1)])
             elif spec.table is None:
                 counts = acc.merged()
                 self.vocabularies[spec.name] = Vocabulary.from_counts(
@@ -280,7 +300,7 @@ class Preprocessor:
         return {
             "format": 1,
             "schema": self.declared.to_dict(),
-            "vocabularies": {k: list(v.values) for k, v in self.vocabularies.items()},
+            "vocabularies": {k: v.array.to_pylist() for k, v in self.vocabularies.items()},
             "numeric": self.numeric,
             "quantile_edges": self.quantile_edges,
             "max_lengths": self.max_lengths,
@@ -292,7 +312,7 @@ class Preprocessor:
         if state.get("format") != 1:
             raise ConfigError(f"unsupported preprocessing format {state.get('format')!r} (expected 1)")
         pre = cls(Schema.from_dict(state["schema"]))
-        pre.vocabularies = {k: Vocabulary(tuple(v)) for k, v in state["vocabularies"].items()}
+        pre.vocabularies = {k: Vocabulary(v) for k, v in state["vocabularies"].items()}
         pre.numeric = state["numeric"]
         pre.quantile_edges = state["quantile_edges"]
         pre.max_lengths = state["max_lengths"]
