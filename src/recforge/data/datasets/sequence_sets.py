@@ -130,11 +130,15 @@ class SequenceSource(TabularSource):
     source_info: ClassVar[str] = ""
 
     def default_schema(self) -> Schema:
-        """user_id, item_id, item_category (sparse); hist_item_id, hist_item_category (sequence, 50,
-        sharing the target's tables); label ``label``."""
+        """item_id, item_category (sparse); hist_item_id, hist_item_category (sequence, 50, sharing
+        the target's tables); label ``label``.
+
+        As in the DIN paper's Amazon setting (Zhou et al. 2018, Sec. 6.1), there is no user-id
+        feature: the user is represented by the behaviours. The raw ``user_id`` column still groups
+        rows for GAUC; add ``{name: user_id}`` to a schema file (``--schema``) to embed it too.
+        """
         return Schema(
             features=(
-                FeatureSpec("user_id"),
                 FeatureSpec("item_id"),
                 FeatureSpec("item_category"),
                 FeatureSpec("hist_item_id", "sequence", table="item_id", max_length=HISTORY_LENGTH),
