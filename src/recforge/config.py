@@ -43,15 +43,19 @@ class DataConfig:
         validation: hold out one random training interaction per user for model selection.
         schema: path of a YAML schema replacing a tabular dataset's default features
             (see :mod:`recforge.data.schema`).
+        tasks: label columns to learn (multi-task), in order; empty: the dataset's default label.
     """
 
     name: str = "movielens-1m-ncf"
     split_seed: int = 0
     validation: bool = True
     schema: str | None = None
+    tasks: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         check_seed("data.split_seed", self.split_seed)
+        if len(set(self.tasks)) != len(self.tasks) or any(not isinstance(t, str) or not t for t in self.tasks):
+            raise ConfigError(f"data.tasks must be distinct label names, got {list(self.tasks)}")
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,7 @@ class TrainConfig:
             Deep's ``wide`` and ``deep``): ``{wide: {optimizer: ftrl, lr: 0.2, l1: 0.001}}``.
             None: the model's paper setting if it states one, else one optimiser for all.
         eval_batch_size: rows per forward pass when scoring validation and test rows.
+        task_weights: multi-task loss weight per task name (lambda_t; missing tasks weigh 1).
         ks: cut-offs for HR@K / NDCG@K.
         full_ranking: also score the selected model against the whole catalogue at the end.
         report_best_test_epoch: also score the test set every epoch, only to report the paper-style
@@ -99,6 +104,7 @@ class TrainConfig:
     sparse_embeddings: bool = False
     groups: dict[str, Any] | None = None
     eval_batch_size: int = 16384
+    task_weights: dict[str, float] | None = None
     ks: tuple[int, ...] = (10,)
     full_ranking: bool = True
     report_best_test_epoch: bool = True
@@ -129,6 +135,9 @@ class TrainConfig:
         if not 0.0 < self.lr_decay < 1.0:
             raise ConfigError(f"train.lr_decay must be in (0, 1), got {self.lr_decay}")
         _positive("train.eval_batch_size", self.eval_batch_size)
+        for task, weight in (self.task_weights or {}).items():
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
+                raise ConfigError(f"train.task_weights.{task} must be a non-negative number, got {weight!r}")
         _check_device(self.device)
         if self.groups is not None:
             if not isinstance(self.groups, dict):

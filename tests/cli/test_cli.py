@@ -69,7 +69,7 @@ def test_data_commands(shared_data):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["train", "ncf9000", "--dataset", "movielens-1m-ncf"], "unknown model 'ncf9000'; valid models: base, deepfm, din, dlrm, fm, gmf, itempop, lr, mf, mlp, neumf, wide_deep"),
+        (["train", "ncf9000", "--dataset", "movielens-1m-ncf"], "unknown model 'ncf9000'; valid models: adatt, base, deepfm, din, dlrm, fm, gmf, itempop, lr, mf, mlp, mmoe, neumf, ple, shared_bottom, wide_deep"),
         (["train", "gmf", "--dataset", "netflix"], "unknown dataset 'netflix'; valid datasets: amazon-electronics"),
         (["train", "gmf", "--set", "train.lr=-1"], "train.lr must be > 0"),
         (["train", "gmf", "--set", "train.bogus=1"], "unknown key train.bogus"),

@@ -73,3 +73,19 @@ def test_a_schema_naming_a_missing_column_is_a_clear_error(shared_data, tmp_path
     result = recforge("train", "lr", "--dataset", "uci-adult", "--schema", str(schema), "--data-dir", str(shared_data), env={"COLUMNS": "400"})
     assert result.returncode == 2
     assert "feature 'shoe_size' reads column 'shoe_size', which the data does not have" in " ".join(result.stderr.split())
+
+
+def test_multi_task_run_on_census_income(shared_data, tmp_path):
+    result = runner.invoke(
+        app,
+        ["train", "adatt", "--dataset", "census-income", "--tasks", "income,never_married", "--epochs", "1", "--batch-size", "2048",
+         "--data-dir", str(shared_data), "--output-dir", str(tmp_path), "--quiet"],
+    )
+    assert result.exit_code == 0, result.output
+    (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["test/income/auc"] > 0.8 and summary["test/never_married/auc"] > 0.8
+    prep = json.loads((run / "preprocessing.json").read_text())
+    assert "marital_stat" not in [f["name"] for f in prep["schema"]["features"]]  # the label's source is not a feature
+    bad = recforge("train", "deepfm", "--dataset", "census-income", "--tasks", "income,never_married", "--data-dir", str(shared_data))
+    assert bad.returncode == 2 and "use a multi-task model" in bad.stderr

@@ -231,6 +231,7 @@ def train(
     threads: Annotated[Optional[int], typer.Option(help="torch CPU threads (default: all cores).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress output.")] = False,
     schema: Annotated[Optional[Path], typer.Option("--schema", help="YAML feature schema for a tabular dataset.")] = None,
+    tasks: Annotated[Optional[str], typer.Option("--tasks", help="Comma-separated label columns to learn together (multi-task).")] = None,
     resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue an interrupted CTR run directory (only --epochs may change).")] = None,
 ) -> None:
     """Train MODEL on a dataset, select the epoch on validation, score the test set once."""
@@ -238,7 +239,7 @@ def train(
     from recforge.training.experiment import run_experiment
 
     if resume is not None:
-        if config or set_ or any(v is not None for v in (dataset, factors, batch_size, lr, seed, schema)):
+        if config or set_ or any(v is not None for v in (dataset, factors, batch_size, lr, seed, schema, tasks)):
             raise ConfigError("--resume continues a run with its own config.yaml; only --epochs, --device and --threads may be given")
         config = resume / "config.yaml"
         if not config.is_file():
@@ -246,6 +247,7 @@ def train(
     raw: dict[str, Any] = read_yaml(config) if config else {}
     cli_values = {
         "data.schema": str(schema) if schema else None,
+        "data.tasks": [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None,
         "data.name": dataset,
         "model.factors": factors,
         "train.epochs": epochs,

@@ -52,9 +52,18 @@ def load_data(config: ExperimentConfig, data_dir: str | Path | None) -> LeaveOne
     source = get_dataset(config.data.name)
     if isinstance(source, TabularSource):
         schema = Schema.from_yaml(config.data.schema) if config.data.schema else None
+        tasks = config.data.tasks
+        if tasks:
+            if schema is None and hasattr(source, "task_schema"):
+                try:
+                    schema = source.task_schema(tasks)  # drops the features a label is derived from
+                except ValueError as exc:
+                    raise ConfigError(f"data.tasks: {exc}") from None
+            else:
+                schema = Schema((schema or source.default_schema()).features, labels=tasks)
         return source.load(data_dir, seed=config.data.split_seed, schema=schema)
-    if config.data.schema:
-        raise ConfigError(f"data.schema applies to tabular datasets; {config.data.name} is implicit feedback")
+    if config.data.schema or config.data.tasks:
+        raise ConfigError(f"data.schema and data.tasks apply to tabular datasets; {config.data.name} is implicit feedback")
     data = source.load(data_dir, seed=config.data.split_seed)
     if config.data.validation:
         data = data.with_validation(seed=config.data.split_seed)
@@ -77,8 +86,20 @@ def run_tabular(
         raise ConfigError(f"model {config.model_name} needs implicit-feedback (user, item) data; {config.data.name} is tabular CTR data")
     torch.manual_seed(config.seed)
     model = build_model(config.model_name, data.schema, config.model)
+    if len(data.schema.labels) > 1 and not hasattr(model, "tasks"):
+        raise ConfigError(
+            f"model {config.model_name} predicts one label but the data has tasks {list(data.schema.labels)}; "
+            "use a multi-task model (shared_bottom, mmoe, ple, adatt) or one task"
+        )
     paper = getattr(model, "paper_optimizers", None)
-    trainer = PointwiseTrainer(model, data, config.train, config.seed, console=console, default_groups=paper() if paper else None)
+    weights = dict(config.train.task_weights or {})
+    unknown = sorted(set(weights) - set(data.schema.labels))
+    if unknown:
+        raise ConfigError(f"train.task_weights.{unknown[0]}: not a task; tasks: {', '.join(data.schema.labels)}")
+    trainer = PointwiseTrainer(
+        model, data, config.train, config.seed, console=console, default_groups=paper() if paper else None,
+        task_weights=tuple(float(weights.get(t, 1.0)) for t in data.schema.labels),
+    )
     state = None
     if resume is not None:
         previous = load_run_config(resume)
