@@ -73,7 +73,8 @@ def test_data_commands(shared_data):
         (["train", "gmf", "--dataset", "netflix"], "unknown dataset 'netflix'; valid datasets: amazon-electronics"),
         (["train", "gmf", "--set", "train.lr=-1"], "train.lr must be > 0"),
         (["train", "gmf", "--set", "train.bogus=1"], "unknown key train.bogus"),
-        (["train", "mlp", "--pretrain"], "pretrain.enabled applies to neumf only"),
+        (["train", "mlp", "--dataset", "movielens-1m-ncf", "--pretrain"], "pretrain.enabled applies to neumf only"),
+        (["train", "deepfm"], "--dataset is required"),
         (["evaluate", "/nonexistent/run"], "is not a run directory"),
     ],
 )

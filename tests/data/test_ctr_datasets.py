@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from recforge.data.datasets import avazu, census, frappe, get_dataset, movielens_ctr
+from recforge.data.datasets import avazu, census, frappe, get_dataset, movielens, movielens_ctr
 from recforge.data.preprocessing import OOV_ID, PADDING_ID, Preprocessor
 from recforge.errors import DataError, DataMissingError
 
@@ -274,7 +274,7 @@ def test_downloads_from_file_urls(shared_data, tmp_path, monkeypatch):
         zf.writestr("ml-100k/u.data", gzip.decompress((shared_data / "ml-100k" / "u.data.gz").read_bytes()))
         zf.writestr("ml-100k/u.item", gzip.decompress((shared_data / "ml-100k" / "u.item.gz").read_bytes()))
         zf.write(shared_data / "ml-100k" / "u.user", "ml-100k/u.user")
-    monkeypatch.setattr(movielens_ctr, "GROUPLENS", mirror.as_uri())
+    monkeypatch.setattr(movielens, "GROUPLENS", mirror.as_uri())
 
     target = tmp_path / "data"
     for name in ("avazu-head-10k", "census-income", "frappe", "movielens-100k-ctr"):

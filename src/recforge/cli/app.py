@@ -52,13 +52,15 @@ DataDir = Annotated[
 
 @data_app.command("list")
 @user_errors
-def data_list() -> None:
-    """List the registered datasets."""
+def data_list(data_dir: DataDir = None) -> None:
+    """List the registered datasets and whether their folder is in the data directory."""
     from recforge.data.datasets import DATASETS
+    from recforge.data.files import resolve_data_dir
 
-    table = Table("name", "folder", "description")
+    root = resolve_data_dir(data_dir)
+    table = Table("name", "folder", "present", "description", title=f"data directory: {root}")
     for name, cls in sorted(DATASETS.items()):
-        table.add_row(name, cls.folder, escape(cls.description))
+        table.add_row(name, cls.folder, "yes" if (root / cls.folder).is_dir() else "no", escape(cls.description))
     out.print(table)
 
 
@@ -232,7 +234,7 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress output.")] = False,
     schema: Annotated[Optional[Path], typer.Option("--schema", help="YAML feature schema for a tabular dataset.")] = None,
     tasks: Annotated[Optional[str], typer.Option("--tasks", help="Comma-separated label columns to learn together (multi-task).")] = None,
-    resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue an interrupted CTR run directory (only --epochs may change).")] = None,
+    resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue a CTR / sequence run directory from its last epoch (give --epochs; --device, --threads and --data-dir may be given too).")] = None,
 ) -> None:
     """Train MODEL on a dataset, select the epoch on validation, score the test set once."""
     from recforge.config import apply_overrides, from_dict, read_yaml
@@ -264,6 +266,8 @@ def train(
         raise ConfigError(f"{where} names model {model_section['name']!r}, but the command trains {model!r}")
     raw = apply_overrides(raw, [], {"model.name": model})
     resolved = from_dict(raw)
+    if not isinstance(raw.get("data"), dict) or not raw["data"].get("name"):
+        raise ConfigError("--dataset is required (see `recforge data list`), or a --config file naming data.name")
     if threads is not None:
         if threads < 1:
             raise ConfigError(f"--threads must be >= 1, got {threads}")

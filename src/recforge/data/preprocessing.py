@@ -290,7 +290,7 @@ class Preprocessor:
             sequences[spec.name], lengths[spec.name] = self._encode_sequence(table, spec, where)
         labels = np.zeros((n, len(schema.labels)), dtype=np.float32)
         for t, name in enumerate(schema.labels):
-            labels[:, t] = _labels(table, name, where)
+            labels[:, t] = label_values(table, name, where)
         return EncodedColumns(sparse, dense, labels, sequences, lengths)
 
     # ------------------------------------------------------------------ persistence
@@ -403,7 +403,12 @@ def _unfitted(spec: FeatureSpec) -> FeatureSpec:
     return replace(spec, vocab_size=0) if spec.kind != "dense" else spec
 
 
-def _labels(table: pa.Table, name: str, where: str) -> np.ndarray:
+def label_values(table: pa.Table, name: str, where: str = "") -> np.ndarray:
+    """Label column ``name`` as float32 [N] (NaN = missing).
+
+    Raises:
+        DataError: if the column is missing, not numeric, or holds values other than 0 and 1.
+    """
     if name not in table.column_names:
         raise DataError(f"label column {name!r} is missing; columns: {table.column_names}", path=where or None)
     values = _as_float(_as_array(table.column(name)), name, where)

@@ -84,6 +84,18 @@ class FeatureSpec:
         where = f"feature {self.name!r}"
         if not isinstance(self.name, str) or not self.name:
             raise ConfigError(f"every feature needs a non-empty name, got {self.name!r}")
+        for key in ("vocab_size", "min_count", "num_buckets", "max_length"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{where}: {key} must be an integer, got {value!r}")
+        for key in ("max_size", "embedding_dim"):
+            value = getattr(self, key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ConfigError(f"{where}: {key} must be an integer, got {value!r}")
+        for key in ("source", "table", "separator", "bucketize"):
+            value = getattr(self, key)
+            if value is not None and not isinstance(value, str):
+                raise ConfigError(f"{where}: {key} must be a string, got {value!r}")
         if self.kind not in ("sparse", "dense", "sequence"):
             raise ConfigError(f"{where}: kind must be sparse, dense or sequence, got {self.kind!r}")
         if self.vocab_size < 0:
@@ -171,6 +183,11 @@ class Schema:
                 raise ConfigError(f"feature {spec.name!r}: table {spec.table!r} itself shares a table; point at the owner")
         if not self.labels or len(set(self.labels)) != len(self.labels):
             raise ConfigError(f"schema labels must be distinct names, got {list(self.labels)}")
+        for spec in self.features:
+            read = set(spec.cross) if spec.cross else {spec.column_source}
+            leaked = sorted(read & set(self.labels))
+            if leaked:
+                raise ConfigError(f"feature {spec.name!r} reads the label column {leaked[0]!r}; a label cannot be a feature")
 
     @property
     def sparse(self) -> tuple[FeatureSpec, ...]:
@@ -240,11 +257,13 @@ class Schema:
         Raises:
             ConfigError: naming ``where`` and the offending entry or key.
         """
-        if not isinstance(raw, dict) or "features" not in raw:
+        if not isinstance(raw, dict):
             raise ConfigError(f"{where}: expected a mapping with a 'features' list (and 'labels'), got {type(raw).__name__}")
         unknown = set(raw) - {"features", "labels"}
         if unknown:
             raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; valid: features, labels")
+        if "features" not in raw:
+            raise ConfigError(f"{where}: missing the 'features' list")
         if not isinstance(raw["features"], list) or not raw["features"]:
             raise ConfigError(f"{where}: 'features' must be a non-empty list")
         features = []
@@ -259,12 +278,15 @@ class Schema:
                 values["cross"] = tuple(values["cross"])
             try:
                 features.append(FeatureSpec(**values))
-            except TypeError as exc:
-                raise ConfigError(f"{where}: features[{i}] ({entry['name']!r}): {exc}") from None
+            except (TypeError, ConfigError) as exc:
+                raise ConfigError(f"{where}: features[{i}]: {exc}") from None
         labels = raw.get("labels", ["label"])
         if isinstance(labels, str):
             labels = [labels]
-        return cls(features=tuple(features), labels=tuple(labels))
+        try:
+            return cls(features=tuple(features), labels=tuple(labels))
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "Schema":

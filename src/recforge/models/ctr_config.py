@@ -8,8 +8,12 @@ from recforge.errors import ConfigError
 from recforge.layers.embedding import LAYOUTS
 
 
-def check_ctr_config(model: str, embedding_dim: int, hidden_units: Sequence[int] = (), dropout: float = 0.0, layout: str = "per_field") -> None:
+def check_ctr_config(
+    model: str, embedding_dim: int, hidden_units: Sequence[int] = (), dropout: float = 0.0, layout: str = "per_field", init_std: float = 1e-4
+) -> None:
     """Raise ConfigError naming the ``model.*`` field that is out of range."""
+    if not init_std > 0:
+        raise ConfigError(f"{model}: model.init_std must be > 0, got {init_std}")
     if embedding_dim < 1:
         raise ConfigError(f"{model}: model.embedding_dim must be >= 1, got {embedding_dim}")
     if any(int(u) < 1 for u in hidden_units):

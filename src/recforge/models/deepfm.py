@@ -48,7 +48,7 @@ class DeepFMConfig:
     layout: str = "per_field"
 
     def __post_init__(self) -> None:
-        check_ctr_config("deepfm", self.embedding_dim, self.hidden_units, self.dropout, self.layout)
+        check_ctr_config("deepfm", self.embedding_dim, self.hidden_units, self.dropout, self.layout, self.init_std)
 
 
 @register_model("deepfm", DeepFMConfig)

@@ -55,7 +55,7 @@ class DINConfig:
     init_std: float = 1e-4
 
     def __post_init__(self) -> None:
-        check_ctr_config("din", self.embedding_dim, (*self.hidden_units, *self.attention_units), self.dropout)
+        check_ctr_config("din", self.embedding_dim, (*self.hidden_units, *self.attention_units), self.dropout, init_std=self.init_std)
         for key in ("activation", "attention_activation"):
             if getattr(self, key) not in ACTIVATIONS:
                 raise ConfigError(f"din: model.{key} must be one of {', '.join(ACTIVATIONS)}, got {getattr(self, key)!r}")

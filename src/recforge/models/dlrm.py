@@ -45,7 +45,7 @@ class DLRMConfig:
     layout: str = "per_field"
 
     def __post_init__(self) -> None:
-        check_ctr_config("dlrm", self.embedding_dim, (*self.dense_arch, *self.over_arch), 0.0, self.layout)
+        check_ctr_config("dlrm", self.embedding_dim, (*self.dense_arch, *self.over_arch), 0.0, self.layout, self.init_std)
 
 
 @register_model("dlrm", DLRMConfig)

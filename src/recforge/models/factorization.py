@@ -64,7 +64,7 @@ class FMConfig:
     layout: str = "per_field"
 
     def __post_init__(self) -> None:
-        check_ctr_config("fm", self.embedding_dim, layout=self.layout)
+        check_ctr_config("fm", self.embedding_dim, layout=self.layout, init_std=self.init_std)
 
 
 @register_model("fm", FMConfig)

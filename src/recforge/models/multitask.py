@@ -55,7 +55,7 @@ class MultiTaskConfig:
     init_std: float = 1e-4
 
     def __post_init__(self) -> None:
-        check_ctr_config("multi-task", self.embedding_dim, (*self.expert_units, *self.tower_units))
+        check_ctr_config("multi-task", self.embedding_dim, (*self.expert_units, *self.tower_units), init_std=self.init_std)
         if not self.expert_units:
             raise ConfigError("model.expert_units must list at least one width")
         for key in ("num_experts", "task_experts", "levels"):

@@ -49,7 +49,7 @@ class WideDeepConfig:
     layout: str = "per_field"
 
     def __post_init__(self) -> None:
-        check_ctr_config("wide_deep", self.embedding_dim, self.hidden_units, self.dropout, self.layout)
+        check_ctr_config("wide_deep", self.embedding_dim, self.hidden_units, self.dropout, self.layout, self.init_std)
 
 
 @register_model("wide_deep", WideDeepConfig)

@@ -84,6 +84,8 @@ def run_tabular(
     """
     if config.model_name in _IMPLICIT_MODELS:
         raise ConfigError(f"model {config.model_name} needs implicit-feedback (user, item) data; {config.data.name} is tabular CTR data")
+    if config.train.epochs < 1:
+        raise ConfigError("train.epochs must be >= 1 for CTR runs (there is no untrained epoch-0 candidate)")
     torch.manual_seed(config.seed)
     model = build_model(config.model_name, data.schema, config.model)
     if len(data.schema.labels) > 1 and not hasattr(model, "tasks"):
@@ -106,6 +108,8 @@ def run_tabular(
         if previous.replace(train=config.train) != config or dataclasses.replace(previous.train, epochs=config.train.epochs) != config.train:
             raise ConfigError(f"{resume} was trained with another config; only train.epochs may change on --resume")
         state = load_checkpoint(resume, "last.pt")
+        if config.train.epochs <= state["epoch"]:
+            raise ConfigError(f"{resume} already ran {state['epoch']} epochs; pass --epochs N with N > {state['epoch']} to continue it")
         recorder = RunRecorder.reopen(resume, config)
         recorder.epochs = [r for r in recorder.epochs if r["epoch"] <= state["epoch"]]
     else:
@@ -224,6 +228,8 @@ def load_trained_model(run_dir: str | Path, expect: ExperimentConfig | None = No
                 f"{run_dir} trained {config.model_name} {config.model}, expected {expect.model_name} {expect.model}"
             )
     state = load_checkpoint(run_dir)
+    if isinstance(get_dataset(config.data.name), TabularSource) and not (Path(run_dir) / "preprocessing.json").is_file():
+        raise ConfigError(f"{run_dir}/preprocessing.json is missing: the run's vocabularies are needed to rebuild its model")
     if (Path(run_dir) / "preprocessing.json").is_file():
         schema = Preprocessor.load(Path(run_dir) / "preprocessing.json").schema
         model = build_model(config.model_name, schema, config.model)

@@ -96,6 +96,8 @@ class PointwiseTrainer:
             raise ConfigError(f"{len(weights)} task weights for {len(self.tasks)} tasks {self.tasks}")
         self.task_weights = torch.tensor(weights, dtype=torch.float32, device=self.device)
         self.columns = {s: TensorColumns(data.split(s)) for s in ("train", "valid", "test")}
+        if config.batch_size == 1 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+            raise ConfigError("train.batch_size 1 cannot train a model with BatchNorm (or Dice): a batch of one row has no variance; use >= 2")
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, split: str) -> dict[str, float]:

@@ -45,6 +45,24 @@ def _cleanup_on_failure(folder: Path) -> Iterator[None]:
         raise
 
 
+def fetch_ml100k_members(folder: Path, wanted: list[tuple[DataFile, str]]) -> None:
+    """Download GroupLens' ml-100k.zip into ``folder`` (once) and extract each ``(file, member)``
+    whose file is missing, under the file's first accepted name.
+
+    Raises:
+        DataError: for a failed download or a missing archive member.
+    """
+    missing = [(f, m) for f, m in wanted if f.locate(folder) is None]
+    if not missing:
+        return
+    with _cleanup_on_failure(folder):
+        archive = folder / "ml-100k.zip"
+        if not archive.is_file():
+            download(f"{GROUPLENS}/ml-100k.zip", archive)
+        for data_file, member in missing:
+            extract_member(archive, f"ml-100k/{member}", folder / data_file.variants[0].filename)
+
+
 def _dense_ids(raw: np.ndarray) -> tuple[np.ndarray, int]:
     """Map raw ids to 0..n-1 in ascending raw-id order (independent of row order)."""
     unique, dense = np.unique(raw, return_inverse=True)

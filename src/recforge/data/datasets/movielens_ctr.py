@@ -34,10 +34,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from recforge.data.datasets.movielens import GROUPLENS, GROUPLENS_CITATION, MovieLens100K, _cleanup_on_failure
+from recforge.data.datasets.movielens import GROUPLENS_CITATION, MovieLens100K, fetch_ml100k_members
 from recforge.data.datasets.registry import register_dataset
 from recforge.data.datasets.tabular import RawSplits, TabularSource
-from recforge.data.files import DataFile, FileVariant, download, extract_member, resolve_data_dir, sha256
+from recforge.data.files import DataFile, FileVariant, resolve_data_dir, sha256
 from recforge.data.readers import read_int_columns
 from recforge.data.schema import FeatureSpec, Schema
 from recforge.errors import DataError
@@ -180,14 +180,5 @@ class MovieLens100KCTR(TabularSource):
         return RawSplits(train=table, info="MovieLens-100K u.data ratings joined with u.user and u.item; click = rating >= 4")
 
     def download(self, data_dir: str | Path | None = None) -> None:
-        folder = resolve_data_dir(data_dir) / self.folder
-        missing = [(f, m) for f, m in zip(self.files, self.members) if f.locate(folder) is None]
-        if not missing:
-            return
-        with _cleanup_on_failure(folder):
-            archive = folder / "ml-100k.zip"
-            if not archive.is_file():
-                download(f"{GROUPLENS}/ml-100k.zip", archive)
-            for data_file, member in missing:
-                extract_member(archive, f"ml-100k/{member}", folder / data_file.variants[0].filename)
-            self.verify(data_dir)
+        fetch_ml100k_members(resolve_data_dir(data_dir) / self.folder, list(zip(self.files, self.members)))
+        self.verify(data_dir)

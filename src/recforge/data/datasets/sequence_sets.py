@@ -52,11 +52,11 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 
-from recforge.data.datasets.movielens import GROUPLENS, GROUPLENS_CITATION, MovieLens100K, _cleanup_on_failure
+from recforge.data.datasets.movielens import GROUPLENS_CITATION, MovieLens100K, _cleanup_on_failure, fetch_ml100k_members
 from recforge.data.datasets.movielens_ctr import GENRES, MovieLens100KCTR, _lookup, read_items
 from recforge.data.datasets.registry import register_dataset
 from recforge.data.datasets.tabular import RawSplits, TabularSource
-from recforge.data.files import Checksum, DataFile, FileVariant, download, extract_member, resolve_data_dir, sha256
+from recforge.data.files import Checksum, DataFile, FileVariant, download, resolve_data_dir, sha256
 from recforge.data.readers import read_int_columns
 from recforge.data.schema import FeatureSpec, Schema
 from recforge.data.sequences import behaviour_samples
@@ -194,17 +194,8 @@ class MovieLens100KSeq(SequenceSource):
         return events_from_ids(users, items, times, item_ids, genre, paths["items"])
 
     def download(self, data_dir: str | Path | None = None) -> None:
-        folder = resolve_data_dir(data_dir) / self.folder
-        missing = [(f, m) for f, m in zip(self.files, self.members) if f.locate(folder) is None]
-        if not missing:
-            return
-        with _cleanup_on_failure(folder):
-            archive = folder / "ml-100k.zip"
-            if not archive.is_file():
-                download(f"{GROUPLENS}/ml-100k.zip", archive)
-            for data_file, member in missing:
-                extract_member(archive, f"ml-100k/{member}", folder / data_file.variants[0].filename)
-            self.verify(data_dir)
+        fetch_ml100k_members(resolve_data_dir(data_dir) / self.folder, list(zip(self.files, self.members)))
+        self.verify(data_dir)
 
 
 @register_dataset

@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from recforge.data.datasets.registry import DatasetSource
 from recforge.data.files import resolve_cache_dir
-from recforge.data.preprocessing import EncodedColumns, Preprocessor
+from recforge.data.preprocessing import EncodedColumns, Preprocessor, label_values
 from recforge.data.schema import Schema
 from recforge.data.splits import stratified_split
 from recforge.data.tabular import TabularData
@@ -114,9 +114,11 @@ class TabularSource(DatasetSource):
         tables = {"train": raw.train, "valid": raw.valid, "test": raw.test}
         info: dict[str, Any] = {"source": raw.info}
         missing = [s for s in SPLITS if tables[s] is None]
+        for label in schema.labels:  # a clear error for a missing or non-binary label, before anything else
+            label_values(raw.train, label, where)
         if missing:
             base = raw.train
-            labels = base.column(schema.labels[0]).to_numpy(zero_copy_only=False).astype(np.float64)
+            labels = label_values(base, schema.labels[0], where).astype(np.float64)
             if missing == ["valid", "test"]:
                 parts = stratified_split(labels, self.fractions, seed)
                 tables.update(train=base.take(parts[0]), valid=base.take(parts[1]), test=base.take(parts[2]))
