@@ -65,7 +65,7 @@ def main() -> None:
     args = parser.parse_args()
     print(f"machine: {platform.machine()} | {os.cpu_count()} CPUs | torch {torch.__version__} ({torch.get_num_threads()} threads)")
     schema, cols, _ = synthetic(args.rows)
-    small = cols.take(np.arange(5000))
+    small = cols.take(np.arange(min(5000, args.rows)))
     data = TabularData("synthetic-behaviour", schema, cols, small, small, {})
     print(f"\n{'model':<34} {'batch':>6} {'samples/s':>10}")
     ours = {}
