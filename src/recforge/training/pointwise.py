@@ -148,7 +148,8 @@ class PointwiseTrainer:
             best_state = resume["best_model"]
             start_epoch = resume["epoch"] + 1
             timings = dict(resume.get("timings", timings))
-        started = time.perf_counter()
+        # A resumed run adds its earlier wall time, so total_s covers the whole run.
+        started = time.perf_counter() - (float(resume.get("elapsed_s", 0.0)) if resume is not None else 0.0)
         rows = len(self.columns["train"])
 
         with self._progress() as progress:
@@ -188,6 +189,7 @@ class PointwiseTrainer:
                             "order_rng": order.get_state(), "torch_rng": torch.get_rng_state(),
                             "history": history, "best_value": best_value, "best_epoch": best_epoch,
                             "stale": stale, "best_model": best_state, "timings": timings,
+                            "elapsed_s": time.perf_counter() - started,
                         },
                         name="last.pt",
                     )
