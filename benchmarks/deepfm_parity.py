@@ -32,6 +32,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
     parser.add_argument("--peers", help="python of an environment with deepctr-torch==0.3.0 and fuxictr==2.3.10")
     parser.add_argument("--output-dir", type=Path, default=Path("runs/deepfm-parity"))
+    parser.add_argument("--plateau-decay", action="store_true",
+                        help="our side also divides the learning rate by 10 after an epoch without validation gain, "
+                             "as FuxiCTR's training loop does by default")
     args = parser.parse_args()
 
     results = []
@@ -40,7 +43,8 @@ def main() -> None:
         raw = {
             "model": {"name": "deepfm", "embedding_dim": 10, "hidden_units": [400, 400, 400], "dropout": 0.5},
             "data": {"name": args.dataset},
-            "train": {"epochs": 20, "patience": 2, "batch_size": 1024, "lr": 0.001},
+            "train": {"epochs": 20, "patience": 2, "batch_size": 1024, "lr": 0.001,
+                      **({"lr_patience": 1, "lr_decay": 0.1} if args.plateau_decay else {})},
             "seed": seed,
         }
         config = from_dict(apply_overrides(raw, []))
@@ -49,7 +53,7 @@ def main() -> None:
             if data.schema.dense or data.schema.sequence:
                 raise SystemExit(f"{args.dataset} has dense or sequence features; this comparison exports sparse ids only")
         summary = run_experiment(config, output_dir=args.output_dir, data=data).summary
-        results.append({"library": "recforge", "seed": seed, "epoch": summary["selected_epoch"],
+        results.append({"library": "recforge" + (" (plateau decay)" if args.plateau_decay else ""), "seed": seed, "epoch": summary["selected_epoch"],
                         "valid_auc": summary["valid/auc"], "test_auc": summary["test/auc"]})
         print(json.dumps(results[-1]), flush=True)
     if args.peers:

@@ -8,10 +8,16 @@ from recforge.errors import ConfigError
 from recforge.layers.embedding import LAYOUTS
 
 
+MLP_INITS = ("xavier_uniform", "default")
+
+
 def check_ctr_config(
-    model: str, embedding_dim: int, hidden_units: Sequence[int] = (), dropout: float = 0.0, layout: str = "per_field", init_std: float = 1e-4
+    model: str, embedding_dim: int, hidden_units: Sequence[int] = (), dropout: float = 0.0, layout: str = "per_field",
+    init_std: float = 1e-4, mlp_init: str = "xavier_uniform",
 ) -> None:
     """Raise ConfigError naming the ``model.*`` field that is out of range."""
+    if mlp_init not in MLP_INITS:
+        raise ConfigError(f"{model}: model.mlp_init must be one of {', '.join(MLP_INITS)}, got {mlp_init!r}")
     if not init_std > 0:
         raise ConfigError(f"{model}: model.init_std must be > 0, got {init_std}")
     if embedding_dim < 1:

@@ -36,6 +36,8 @@ class DLRMConfig:
         over_arch: top MLP hidden widths (a final 1-unit linear layer is appended).
         init_std: embeddings start from N(0, init_std^2).
         layout: ``per_field`` or ``fused`` embedding tables.
+        mlp_init: ``xavier_uniform`` (Glorot; the reference implementation draws MLP weights from
+            N(0, 2 / (fan_in + fan_out)), the same scale) or ``default`` (PyTorch's Kaiming-uniform).
     """
 
     embedding_dim: int = 16
@@ -43,9 +45,10 @@ class DLRMConfig:
     over_arch: tuple[int, ...] = (512, 256)
     init_std: float = 1e-4
     layout: str = "per_field"
+    mlp_init: str = "xavier_uniform"
 
     def __post_init__(self) -> None:
-        check_ctr_config("dlrm", self.embedding_dim, (*self.dense_arch, *self.over_arch), 0.0, self.layout, self.init_std)
+        check_ctr_config("dlrm", self.embedding_dim, (*self.dense_arch, *self.over_arch), 0.0, self.layout, self.init_std, mlp_init=self.mlp_init)
 
 
 @register_model("dlrm", DLRMConfig)
@@ -56,11 +59,11 @@ class DLRM(nn.Module):
         super().__init__()
         d = config.embedding_dim
         self.embeddings = EmbeddingCollection(schema, schema.embedded(), d, config.layout, config.init_std)
-        self.dense_arch = MLP(len(schema.dense), (*config.dense_arch, d), "relu", init="default") if schema.dense else None
+        self.dense_arch = MLP(len(schema.dense), (*config.dense_arch, d), "relu", init=config.mlp_init) if schema.dense else None
         f = self.embeddings.num_features
         self.interaction = DotInteraction(f, with_dense=self.dense_arch is not None)
         width = self.interaction.output_dim(d)
-        self.over_arch = MLP(width, config.over_arch, "relu", init="default")
+        self.over_arch = MLP(width, config.over_arch, "relu", init=config.mlp_init)
         self.over_out = nn.Linear(self.over_arch.output_dim, 1)
 
     def forward(self, batch: Batch) -> Tensor:

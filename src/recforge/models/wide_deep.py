@@ -39,6 +39,9 @@ class WideDeepConfig:
         batch_norm: BatchNorm in the MLP (not in the paper).
         init_std: embeddings start from N(0, init_std^2).
         layout: ``per_field`` or ``fused`` embedding tables.
+        mlp_init: ``xavier_uniform`` (Glorot, the TensorFlow default of the paper's implementation;
+            also FuxiCTR's) or ``default`` (PyTorch's Kaiming-uniform); on frappe DeepFM's test AUC
+            was 0.9757 with Glorot and 0.9726 with PyTorch's default (seed 42).
     """
 
     embedding_dim: int = 32
@@ -47,9 +50,10 @@ class WideDeepConfig:
     batch_norm: bool = False
     init_std: float = 1e-4
     layout: str = "per_field"
+    mlp_init: str = "xavier_uniform"
 
     def __post_init__(self) -> None:
-        check_ctr_config("wide_deep", self.embedding_dim, self.hidden_units, self.dropout, self.layout, self.init_std)
+        check_ctr_config("wide_deep", self.embedding_dim, self.hidden_units, self.dropout, self.layout, self.init_std, mlp_init=self.mlp_init)
 
 
 @register_model("wide_deep", WideDeepConfig)
@@ -61,7 +65,7 @@ class WideAndDeep(nn.Module):
         self.wide = FirstOrder(schema, schema.embedded(crosses=True), use_dense=False, layout=config.layout)
         self.embeddings = EmbeddingCollection(schema, schema.embedded(), config.embedding_dim, config.layout, config.init_std)
         width = self.embeddings.output_dim + len(schema.dense)
-        self.deep = MLP(width, config.hidden_units, "relu", config.dropout, config.batch_norm, init="default")
+        self.deep = MLP(width, config.hidden_units, "relu", config.dropout, config.batch_norm, init=config.mlp_init)
         self.deep_out = nn.Linear(self.deep.output_dim, 1)
 
     def forward(self, batch: Batch) -> Tensor:
