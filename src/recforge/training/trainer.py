@@ -286,7 +286,7 @@ class Trainer:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total += loss.detach() * len(batch)
+            total.add_(loss.detach(), alpha=len(batch))  # one op per step
             if step % PROGRESS_EVERY == 0:
                 progress.update(task, completed=step)
         progress.update(task, completed=n_batches, visible=False)
