@@ -83,10 +83,11 @@ class Vocabulary:
 
     def encode(self, keys: pa.Array) -> np.ndarray:
         """Ids of string ``keys``: null -> 0, unknown -> 1, known -> 2.. (int64 [N])."""
-        index = pc.index_in(keys, value_set=self.array)
-        ids = pc.add(pc.fill_null(index, OOV_ID - FIRST_ID), FIRST_ID)
-        ids = pc.if_else(pc.is_null(keys), PADDING_ID, ids)
-        return ids.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+        index = pc.index_in(keys, value_set=self.array)  # null for missing keys and unknown values
+        ids = pc.fill_null(index, OOV_ID - FIRST_ID).to_numpy(zero_copy_only=False).astype(np.int64) + FIRST_ID
+        if keys.null_count:
+            ids[keys.is_null().to_numpy(zero_copy_only=False)] = PADDING_ID
+        return ids
 
 
 def _as_array(column: pa.ChunkedArray | pa.Array) -> pa.Array:
@@ -123,7 +124,7 @@ def _keys(array: pa.Array) -> pa.Array:
         whole = np.isfinite(values) & (values == np.round(values))
         if whole.all() or np.isnan(values[~whole]).all():
             array = pc.cast(pc.if_else(pc.is_nan(array), pa.scalar(None, array.type), array), pa.int64())
-    keys = pc.cast(array, pa.string())
+    keys = array if pa.types.is_string(array.type) else pc.cast(array, pa.string())
     empty = pc.equal(keys, "")
     if not pc.any(empty).as_py():  # the usual case: no copy
         return keys
