@@ -120,6 +120,41 @@ def test_streaming_fit_equals_in_memory_fit_and_json_round_trip(tmp_path):
     np.testing.assert_array_equal(again.transform(table).sparse, whole.transform(table).sparse)
 
 
+def test_fit_transform_equals_fit_then_transform():
+    """The one-pass path (dictionary-encode once) must give the same ids and state as fit + transform,
+    with missing values, ties, min_count / max_size, crosses, shared tables and sequences mixed in."""
+    rng = np.random.default_rng(7)
+    n = 2000
+    cats = [f"v{i}" for i in range(40)]
+    c = rng.choice(cats, size=n).astype(object)
+    c[rng.random(n) < 0.2] = None
+    table = pa.table({
+        "c": pa.array(c.tolist(), pa.string()),
+        "d": pa.array(rng.integers(0, 30, n).astype(float)),  # whole floats: 3.0 and 3 are one category
+        "e": pa.array(rng.choice(["a", "b", ""], size=n).tolist()),  # "" counts as missing
+        "item": pa.array(rng.choice(cats, size=n).tolist()),
+        "hist": pa.array([[str(x) for x in rng.choice(cats, size=rng.integers(0, 4))] for _ in range(n)]),
+        "x": rng.normal(size=n), "y": rng.integers(0, 2, n).astype(float),
+    })
+    schema = _schema(
+        FeatureSpec("c", min_count=40), FeatureSpec("d", max_size=7), FeatureSpec("e"),
+        FeatureSpec("c_x_e", cross=("c", "e")), FeatureSpec("item"),
+        FeatureSpec("hist", "sequence", table="item", max_length=3),
+        FeatureSpec("xq", source="x", bucketize="quantile", num_buckets=4),
+        FeatureSpec("x", "dense", transform="standardize"),
+    )
+    reference = Preprocessor(schema).fit(table)
+    expected = reference.transform(table)
+    one_pass = Preprocessor(schema)
+    got = one_pass.fit_transform(table)
+    assert one_pass.to_dict() == reference.to_dict()
+    np.testing.assert_array_equal(got.sparse, expected.sparse)
+    np.testing.assert_array_equal(got.dense, expected.dense)
+    np.testing.assert_array_equal(got.sequences["hist"], expected.sequences["hist"])
+    assert (got.sparse[:, 0] == PADDING_ID).sum() == (c == None).sum()  # noqa: E711 - object array
+    assert (got.sparse[:, 0] == OOV_ID).any()  # min_count 40 drops some values
+
+
 def test_bad_input_names_the_column():
     schema = _schema(FeatureSpec("c"), FeatureSpec("x", "dense"))
     with pytest.raises(DataError, match="column 'c'"):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,6 +138,25 @@ def _log_squared(values: np.ndarray) -> pa.Array:
     return pc.cast(pa.array(out, from_pandas=True), pa.int64())
 
 
+@dataclass(frozen=True)
+class _Codes:
+    """A dictionary-encoded key column: distinct non-null keys, and per row an index into them (-1 = missing)."""
+
+    dictionary: pa.Array
+    indices: np.ndarray
+
+    @classmethod
+    def of(cls, keys: pa.Array) -> "_Codes":
+        encoded = pc.dictionary_encode(keys)
+        indices = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+        return cls(encoded.dictionary, indices)
+
+    def ids(self, vocabulary: Vocabulary) -> np.ndarray:
+        """Row ids in ``vocabulary`` (int64 [N]): looks up each distinct key once, not every row."""
+        lookup = vocabulary.encode(self.dictionary)
+        return np.append(lookup, PADDING_ID)[self.indices]  # index -1 picks the appended padding id
+
+
 @dataclass
 class _Accumulator:
     """Streaming statistics of one feature (counts of keys, or moments / a sample of numbers)."""
@@ -156,6 +176,12 @@ class _Accumulator:
         self.chunks += 1
         if self.chunks % _COMPACT_EVERY == 0:
             self.counts = [self.merged()]
+
+    def add_codes(self, codes: "_Codes") -> None:
+        """Counts from an already dictionary-encoded column (no second hashing pass)."""
+        counts = np.bincount(codes.indices[codes.indices >= 0], minlength=len(codes.dictionary))
+        self.counts.append(pa.table({"value": codes.dictionary, "count": pa.array(counts, pa.int64())}))
+        self.chunks += 1
 
     def merged(self) -> pa.Table:
         if not self.counts:
@@ -191,8 +217,32 @@ class Preprocessor:
         """Fit on the whole training table; returns self."""
         return self.partial_fit(table, where).finish()
 
+    def fit_transform(self, table: pa.Table, where: str = "") -> "EncodedColumns":
+        """Fit on the training table and encode it: the same result as ``fit(table).transform(table)``.
+
+        Faster: each sparse column with its own table is hashed once (``dictionary_encode``); the
+        counts and the row ids both come from that one pass.
+
+        Raises:
+            DataError: as :meth:`fit` and :meth:`transform`.
+        """
+        shared = {spec.table for spec in self.declared.features if spec.table is not None}
+        direct = [
+            spec for spec in self.declared.sparse
+            if spec.table is None and spec.bucketize != "quantile" and spec.name not in shared
+        ]
+        # Arrow kernels release the GIL, so the columns are hashed in parallel.
+        with ThreadPoolExecutor(max_workers=max(1, min(pa.cpu_count(), len(direct)))) as pool:
+            encoded = pool.map(lambda spec: _Codes.of(self._sparse_keys(table, spec, where)), direct)
+            codes = dict(zip((spec.name for spec in direct), encoded))
+        self._partial_fit(table, where, codes).finish()
+        return self._transform(table, where, codes)
+
     def partial_fit(self, table: pa.Table, where: str = "") -> "Preprocessor":
         """Accumulate statistics of one chunk of training rows (``where`` names it in errors)."""
+        return self._partial_fit(table, where, {})
+
+    def _partial_fit(self, table: pa.Table, where: str, codes: dict[str, _Codes]) -> "Preprocessor":
         if self._fitted:
             raise RuntimeError("preprocessor already fitted")
         self.rows_fitted += table.num_rows
@@ -217,6 +267,8 @@ class Preprocessor:
                 acc.longest = max(acc.longest, int(lengths.max(initial=0)))
                 if spec.table is None:
                     acc.add_counts(_keys(lists.flatten()))
+            elif spec.name in codes:
+                acc.add_codes(codes[spec.name])
             elif spec.table is None:
                 acc.add_counts(self._sparse_keys(table, spec, where))
         # Tables shared with a sequence feature also count the values seen in its sequences.
@@ -277,12 +329,18 @@ class Preprocessor:
         Raises:
             DataError: for a missing column, a non-numeric dense value or a label outside {0, 1}.
         """
+        return self._transform(table, where, {})
+
+    def _transform(self, table: pa.Table, where: str, codes: dict[str, _Codes]) -> "EncodedColumns":
         self._check_fitted()
         n = table.num_rows
         schema = self.declared
         sparse = np.zeros((n, len(schema.sparse)), dtype=np.int64)
         for j, spec in enumerate(schema.sparse):
-            sparse[:, j] = self._encode_sparse(table, spec, where)
+            if spec.name in codes:
+                sparse[:, j] = codes[spec.name].ids(self.vocabularies[spec.name])
+            else:
+                sparse[:, j] = self._encode_sparse(table, spec, where)
         dense = np.zeros((n, len(schema.dense)), dtype=np.float32)
         for j, spec in enumerate(schema.dense):
             dense[:, j] = self._encode_dense(table, spec, where)

@@ -132,8 +132,9 @@ class TabularSource(DatasetSource):
                 raise ValueError(f"{self.name}: cannot derive {missing} from the training table")
         else:
             info["split"] = "official train / validation / test files"
-        pre = Preprocessor(schema).fit(tables["train"], where)
-        encoded = {s: pre.transform(tables[s], where) for s in SPLITS}  # type: ignore[arg-type]
+        pre = Preprocessor(schema)
+        encoded = {"train": pre.fit_transform(tables["train"], where)}  # type: ignore[arg-type]
+        encoded.update({s: pre.transform(tables[s], where) for s in SPLITS if s != "train"})  # type: ignore[arg-type]
         if self.group_column is not None:
             for s in SPLITS:
                 column = tables[s].column(self.group_column)  # type: ignore[union-attr]
