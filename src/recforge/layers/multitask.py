@@ -1,7 +1,13 @@
 """Multi-task layers: experts, softmax gates, MMoE, PLE's CGC level and AdaTT fusion.
 
 Shape letters: B batch, T tasks, E experts, D width. Every layer maps task inputs [B, T', D_in]
-to task outputs [B, T', D_out] (T' = T, or T + 1 with a shared module), so levels stack.
+to task outputs [B, T', D_out] (T' = T, or T + 1 with a shared module), so levels stack. A first
+level may be given the one shared input [B, D_in] instead: every module then reads it directly.
+
+Speed notes (measured on CPU, PLE body forward + backward at batch 1024): each module's input is
+taken with one ``unbind`` (a per-module ``x[:, m]`` costs a zero-filled [B, T', D_in] gradient
+buffer per select in backward), and gated sums are an elementwise product and sum (a batched
+matmul of B tiny [1, E] x [E, D] products is slower than the experts themselves at this size).
 """
 
 from __future__ import annotations
@@ -33,6 +39,23 @@ def _experts(input_dim: int, units: Sequence[int], count: int) -> nn.ModuleList:
     return nn.ModuleList(MLP(input_dim, units, "relu", init="default") for _ in range(count))
 
 
+def _module_inputs(x: Tensor, modules: int) -> Sequence[Tensor]:
+    """Per-module inputs [B, D_in] from [B, M, D_in], or ``modules`` times a shared [B, D_in]."""
+    if x.dim() == 2:
+        return [x] * modules
+    if x.shape[1] != modules:
+        raise ValueError(f"expected inputs for {modules} modules, got shape {tuple(x.shape)}")
+    return x.unbind(1)
+
+
+def _mix(gate: Tensor, outputs: Sequence[Tensor]) -> Tensor:
+    """Gated sum of expert outputs: gate [B, E], E outputs [B, D] -> [B, D] (sum_e g_e * o_e)."""
+    mixed = gate[:, :1] * outputs[0]
+    for e in range(1, len(outputs)):
+        mixed = torch.addcmul(mixed, gate[:, e : e + 1], outputs[e])
+    return mixed
+
+
 class MMoELayer(nn.Module):
     """Multi-gate Mixture-of-Experts (Ma et al., KDD 2018, Eq. 5-6): shared experts, one gate per task.
 
@@ -45,9 +68,8 @@ class MMoELayer(nn.Module):
         self.gates = nn.ModuleList(Gate(input_dim, num_experts) for _ in range(num_tasks))
 
     def forward(self, x: Tensor) -> Tensor:
-        out = torch.stack([e(x) for e in self.experts], dim=1)  # [B, E, D]
-        gates = torch.stack([g(x) for g in self.gates], dim=1)  # [B, T, E]
-        return torch.bmm(gates, out)
+        outs = [e(x) for e in self.experts]  # E x [B, D]
+        return torch.stack([_mix(g(x), outs) for g in self.gates], dim=1)
 
 
 class CGCLevel(nn.Module):
@@ -76,15 +98,13 @@ class CGCLevel(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         t, k = self.num_tasks, self.task_experts
+        inputs = _module_inputs(x, t + 1)
         source = [i // k for i in range(t * k)] + [t] * self.shared_experts  # whose input each expert reads
-        out = torch.stack([e(x[:, source[i]]) for i, e in enumerate(self.experts)], dim=1)  # [B, E, D]
-        shared = out[:, t * k :]
-        fused = []
-        for task, gate in enumerate(self.task_gates):
-            own = torch.cat([out[:, task * k : (task + 1) * k], shared], dim=1)  # [B, k + S, D]
-            fused.append(torch.bmm(gate(x[:, task]).unsqueeze(1), own).squeeze(1))
+        outs = [e(inputs[source[i]]) for i, e in enumerate(self.experts)]  # E x [B, D]
+        shared = outs[t * k :]
+        fused = [_mix(gate(inputs[task]), outs[task * k : (task + 1) * k] + shared) for task, gate in enumerate(self.task_gates)]
         if self.shared_gate is not None:
-            fused.append(torch.bmm(self.shared_gate(x[:, t]).unsqueeze(1), out).squeeze(1))
+            fused.append(_mix(self.shared_gate(inputs[t]), outs))
         return torch.stack(fused, dim=1)
 
 
@@ -120,12 +140,15 @@ class AdaTTLevel(nn.Module):
             )
 
     def forward(self, x: Tensor) -> Tensor:
-        out = torch.stack([e(x[:, self.source[i]]) for i, e in enumerate(self.experts)], dim=1)  # [B, E, D]
-        gates = torch.stack([g(x[:, m]) for m, g in enumerate(self.gates)], dim=1)  # [B, M, E]
-        residual = torch.zeros_like(gates)
-        start = 0
-        for m in range(self.modules_out):
+        inputs = _module_inputs(x, len(self.counts))
+        outs = [e(inputs[self.source[i]]) for i, e in enumerate(self.experts)]  # E x [B, D]
+        fused, start = [], 0
+        for m, gate in enumerate(self.gates):
+            weights = gate(inputs[m])  # [B, E]
             end = start + self.counts[m]
-            residual[:, m, start:end] = 1.0 if self.unit_residual else self.self_weights[m]
+            # Residual of the module's own experts: weight 1 each (one expert per module) or learned.
+            own = 1.0 if self.unit_residual else self.self_weights[m]
+            weights = torch.cat([weights[:, :start], weights[:, start:end] + own, weights[:, end:]], dim=1)
+            fused.append(_mix(weights, outs))
             start = end
-        return torch.bmm(gates + residual, out)
+        return torch.stack(fused, dim=1)

@@ -43,6 +43,7 @@ class MultiTaskConfig:
         levels: stacked CGC / AdaTT fusion levels.
         tower_units: each task tower's hidden widths (a final 1-unit linear layer is added).
         init_std: embeddings start from N(0, init_std^2).
+        layout: ``per_field`` embedding tables or one ``fused`` table (see ``EmbeddingCollection``).
     """
 
     embedding_dim: int = 8
@@ -53,9 +54,10 @@ class MultiTaskConfig:
     levels: int = 2
     tower_units: tuple[int, ...] = (32,)
     init_std: float = 1e-4
+    layout: str = "per_field"
 
     def __post_init__(self) -> None:
-        check_ctr_config("multi-task", self.embedding_dim, (*self.expert_units, *self.tower_units), init_std=self.init_std)
+        check_ctr_config("multi-task", self.embedding_dim, (*self.expert_units, *self.tower_units), layout=self.layout, init_std=self.init_std)
         if not self.expert_units:
             raise ConfigError("model.expert_units must list at least one width")
         for key in ("num_experts", "task_experts", "levels"):
@@ -78,7 +80,7 @@ class _MultiTask(nn.Module):
     def __init__(self, schema: Schema, config: MultiTaskConfig):
         super().__init__()
         self.tasks = tuple(schema.labels)
-        self.embeddings = EmbeddingCollection(schema, schema.embedded(), config.embedding_dim, init_std=config.init_std)
+        self.embeddings = EmbeddingCollection(schema, schema.embedded(), config.embedding_dim, config.layout, init_std=config.init_std)
         self.input_dim = self.embeddings.output_dim + len(schema.dense)
         body_out = self.build_body(config)
         self.towers = nn.ModuleDict(
@@ -94,8 +96,8 @@ class _MultiTask(nn.Module):
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:
         x = torch.cat([self.embeddings.flat(batch), batch.dense_features], dim=1)
-        reps = self.represent(x)
-        return {t: self.towers[t](reps[:, i]).squeeze(1) for i, t in enumerate(self.tasks)}
+        reps = self.represent(x).unbind(1)
+        return {t: self.towers[t](reps[i]).squeeze(1) for i, t in enumerate(self.tasks)}
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """``shared`` (embeddings and body) and one group per task tower (``tower_<task>``)."""
@@ -144,7 +146,7 @@ class PLE(_MultiTask):
         return width
 
     def represent(self, x: Tensor) -> Tensor:
-        h = x.unsqueeze(1).expand(-1, len(self.tasks) + 1, -1)
+        h = x  # the first level's modules all read the shared input
         for level in self.levels:
             h = level(h)
         return h
@@ -165,7 +167,7 @@ class AdaTT(_MultiTask):
         return width
 
     def represent(self, x: Tensor) -> Tensor:
-        h = x.unsqueeze(1).expand(-1, len(self.tasks) + (1 if self.with_shared else 0), -1)
+        h = x  # the first level's modules all read the shared input
         for level in self.levels:
             h = level(h)
         return h
