@@ -26,6 +26,7 @@ from rich.console import Console
 from recforge.config import apply_overrides, from_dict, read_yaml
 from recforge.config import ExperimentConfig
 from recforge.training.experiment import load_data, run_experiment
+from recforge.training.records import find_finished_run
 
 PAPER: dict[tuple[str, int], tuple[float, float]] = {
     # (model, factors): (HR@10, NDCG@10) on MovieLens-1M
@@ -38,18 +39,8 @@ MODELS = ("itempop", "mf", "gmf", "mlp", "neumf", "neumf+pretrain")
 
 
 def find_finished(output_dir: Path, config: ExperimentConfig) -> Path | None:
-    """A finished run directory (summary.json present) whose resolved config equals ``config``."""
-    if not output_dir.is_dir():
-        return None
-    for run in sorted(output_dir.iterdir()):
-        cfg_file, summary = run / "config.yaml", run / "summary.json"
-        if cfg_file.is_file() and summary.is_file():
-            try:
-                if from_dict(read_yaml(cfg_file)) == config:
-                    return run
-            except Exception:  # noqa: BLE001 - skip foreign or older run directories
-                continue
-    return None
+    """A finished run directory whose resolved config equals ``config`` (see ``find_finished_run``)."""
+    return find_finished_run(output_dir, config)
 
 
 def main() -> None:

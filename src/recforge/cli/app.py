@@ -1,4 +1,4 @@
-"""``recforge`` CLI (Typer): data | models | train | evaluate.
+"""``recforge`` CLI (Typer): data | models | train | evaluate | compare | report.
 
 Exit codes: 0 success, 2 user error (one clear line on stderr, no traceback), 1 internal error.
 """
@@ -268,12 +268,7 @@ def train(
     resolved = from_dict(raw)
     if not isinstance(raw.get("data"), dict) or not raw["data"].get("name"):
         raise ConfigError("--dataset is required (see `recforge data list`), or a --config file naming data.name")
-    if threads is not None:
-        if threads < 1:
-            raise ConfigError(f"--threads must be >= 1, got {threads}")
-        import torch
-
-        torch.set_num_threads(threads)
+    _set_threads(threads)
     result = run_experiment(resolved, data_dir=data_dir, output_dir=output_dir, console=None if quiet else console, resume=resume)
     out.print(summary_table(result.summary))
     out.print(f"run directory: {result.path}", soft_wrap=True)
@@ -296,6 +291,111 @@ def evaluate(
     for key, value in metrics.items():
         table.add_row(key, f"{value:.4f}")
     out.print(table)
+
+
+@app.command("compare")
+@user_errors
+def compare(
+    models: Annotated[list[str], typer.Argument(help="Models to compare (`neumf+pretrain` = NeuMF with pre-training).")],
+    dataset: Annotated[Optional[str], typer.Option(help="Dataset name (see `recforge data list`).")] = None,
+    seeds: Annotated[int, typer.Option("--seeds", help="Training seeds per model.")] = 3,
+    first_seed: Annotated[int, typer.Option(help="Seeds are first_seed, first_seed + 1, ...")] = 1,
+    epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs of every run.")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="YAML config shared by every run.")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key of every run: section.key=value.")] = None,
+    data_dir: DataDir = None,
+    output_dir: Annotated[Path, typer.Option(help="Where run directories go (finished ones there are reused).")] = Path("runs"),
+    report_dir: Annotated[Optional[Path], typer.Option(help="Where the report goes (default: <output-dir>/compare-<dataset>-<models>).")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="torch CPU threads (default: all cores).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="Only the final tables.")] = False,
+) -> None:
+    """Train every model with every seed (same split and candidates), then report mean ± std, 95 % CIs and paired tests.
+
+    Finished runs with the same config and seed are reused, so an interrupted comparison resumes
+    with the same command.
+    """
+    import shlex
+    import sys
+
+    from recforge.config import apply_overrides, read_yaml
+    from recforge.reporting.analysis import analyze
+    from recforge.reporting.compare import plan_comparison, run_comparison
+    from recforge.reporting.report import write_report
+
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1, got {seeds}")
+    check_seed("--first-seed", first_seed)
+    raw: dict[str, Any] = read_yaml(config) if config else {}
+    raw = apply_overrides(raw, [], {k: v for k, v in {"data.name": dataset, "train.epochs": epochs}.items() if v is not None})
+    if not isinstance(raw.get("data"), dict) or not raw["data"].get("name"):
+        raise ConfigError("--dataset is required (see `recforge data list`), or a --config file naming data.name")
+    _set_threads(threads)
+    plan = plan_comparison(models, list(range(first_seed, first_seed + seeds)), raw, list(set_ or []))
+    runs = run_comparison(plan, output_dir, data_dir, console=None if quiet else console)
+    comparison = analyze(runs)
+    name = "-".join(m.replace("+", "_") for m in models)
+    target = report_dir or output_dir / f"compare-{raw['data']['name']}-{name}"
+    files = write_report(comparison, target, command=shlex.join(["recforge", *sys.argv[1:]]))
+    _print_comparison(comparison, files)
+
+
+@app.command("report")
+@user_errors
+def report(
+    runs: Annotated[list[Path], typer.Argument(help="Run directories, or folders holding run directories.")],
+    output: Annotated[Path, typer.Option("--output", help="Folder for report.md, report.html, the plots and comparison.json.")] = Path("report"),
+) -> None:
+    """Tables, plots and an HTML page for finished runs: runs that differ only by seed form one model's group."""
+    from recforge.reporting.analysis import analyze
+    from recforge.reporting.report import write_report
+    from recforge.reporting.runs import find_runs
+
+    records = find_runs(list(runs))
+    try:
+        comparison = analyze(records)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    files = write_report(comparison, output)
+    _print_comparison(comparison, files)
+
+
+def _set_threads(threads: Optional[int]) -> None:
+    if threads is not None:
+        if threads < 1:
+            raise ConfigError(f"--threads must be >= 1, got {threads}")
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _print_comparison(comparison: Any, files: dict[str, Path]) -> None:
+    from recforge.reporting.markdown import metric_rows, pair_cells
+
+    header, rows = metric_rows(comparison)
+    table = Table(title=f"test metrics on {comparison.dataset}: mean ± std [95 % CI] over seeds")
+    table.add_column(header[0], no_wrap=True)
+    for name in header[1:]:
+        table.add_column(name)
+    for row in rows:
+        cells = [escape(c.strip("*")).replace(" [", "\n[") for c in row[1:]]
+        table.add_row(row[0], *(f"[bold]{c}[/bold]" if raw.startswith("**") else c for c, raw in zip(cells, row[1:])))
+    out.print(table)
+    by_pair: dict[tuple[str, str], list[Any]] = {}
+    for pair in comparison.pairs:
+        by_pair.setdefault((pair.a, pair.b), []).append(pair)
+    for (a, b), rows in by_pair.items():
+        table = Table(title=f"{escape(a)} − {escape(b)}: paired tests (p: paired t / Wilcoxon, uncorrected)")
+        table.add_column("metric", no_wrap=True)
+        for name in ("diff", "paired over", "p t", "p W", "d_z"):
+            table.add_column(name, no_wrap=True)
+        for pair in rows:
+            cells = pair_cells(pair)
+            table.add_row(cells[0], *cells[3:])
+        out.print(table)
+    for warning in comparison.warnings:
+        out.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False)
+    for kind, path in files.items():
+        out.print(f"{kind}: {path}", soft_wrap=True, highlight=False)
 
 
 def summary_table(summary: dict[str, Any]) -> Table:

@@ -6,6 +6,8 @@ Layout of ``<output-dir>/<dataset>-<model>-<timestamp>-<confighash>/``::
     metrics.jsonl    one JSON object per epoch (epoch, train/loss, valid/..., seconds)
     checkpoint.pt    the selected (best-validation) model, optimiser and RNG state
     summary.json     selected epoch, test metrics, timings, versions, git commit
+    test_ranks.npz   leave-one-out runs: per-user rank statistics of the test positive (sampled and,
+                     when computed, full-catalogue), for per-user paired comparisons
 """
 
 from __future__ import annotations
@@ -79,6 +81,17 @@ class RunRecorder:
 
         atomic_write(self.path / name, write)
 
+    def write_arrays(self, name: str, **arrays: Any) -> None:
+        """Write NumPy arrays as ``name`` (an ``.npz`` file) atomically."""
+        import numpy
+
+        def write(f: Any) -> None:
+            buffer = io.BytesIO()
+            numpy.savez(buffer, **arrays)
+            f.write(buffer.getvalue())
+
+        atomic_write(self.path / name, write)
+
     def write_summary(self, summary: dict[str, Any]) -> None:
         """Write ``summary.json`` with environment facts added."""
         full = {**summary, "environment": environment()}
@@ -137,3 +150,37 @@ def load_checkpoint(run_dir: str | Path, name: str = "checkpoint.pt") -> dict[st
     if not isinstance(state, dict):
         raise ConfigError(f"{path}: not a recforge checkpoint (expected a dict of states)")
     return state
+
+
+def find_finished_run(output_dir: str | Path, config: ExperimentConfig) -> Path | None:
+    """A finished run directory (``summary.json`` present) in ``output_dir`` whose resolved config
+    equals ``config`` (seed included), or None. Unreadable or foreign folders are skipped."""
+    return _find_run(Path(output_dir), config, "summary.json")
+
+
+def find_resumable_run(output_dir: str | Path, config: ExperimentConfig) -> Path | None:
+    """An interrupted run directory of ``config`` (``last.pt`` but no ``summary.json``), or None."""
+    for run in _matching_runs(Path(output_dir), config):
+        if (run / "last.pt").is_file() and not (run / "summary.json").is_file():
+            return run
+    return None
+
+
+def _find_run(output_dir: Path, config: ExperimentConfig, marker: str) -> Path | None:
+    return next((run for run in _matching_runs(output_dir, config) if (run / marker).is_file()), None)
+
+
+def _matching_runs(output_dir: Path, config: ExperimentConfig) -> list[Path]:
+    if not output_dir.is_dir():
+        return []
+    found = []
+    for run in sorted(output_dir.iterdir()):
+        cfg_file = run / "config.yaml"
+        if not cfg_file.is_file():
+            continue
+        try:
+            if from_dict(read_yaml(cfg_file)) == config:
+                found.append(run)
+        except Exception:  # noqa: BLE001 - folders of other versions or tools are not ours to judge
+            continue
+    return found

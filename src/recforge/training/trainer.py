@@ -104,27 +104,31 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation
     def evaluate_split(self, split: str) -> dict[str, float]:
         """Sampled leave-one-out metrics on ``valid`` or ``test``."""
+        return self._rank_split(split)[0]
+
+    def _rank_split(self, split: str) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
         if split == "valid":
             users, candidates = self.data.valid_users, self.data.valid_candidates
         else:
             users, candidates = self.data.test_users, self.data.test_candidates
         try:
-            metrics, _, _ = evaluate_sampled(self.model, users, candidates, self.config.ks, self.device)
+            return evaluate_sampled(self.model, users, candidates, self.config.ks, self.device)
         except ValueError as exc:
             raise TrainingError(f"cannot rank the {split} candidates: {exc} (the model's weights are not finite)") from None
-        return metrics
 
     def evaluate_full(self) -> dict[str, float]:
         """Full-catalogue test metrics, masking each user's training (and validation) items."""
+        return self._rank_full()[0]
+
+    def _rank_full(self) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
         users, items = self.data.train_users, self.data.train_items
         if self.data.valid_users is not None:
             users = np.r_[users, self.data.valid_users]
             items = np.r_[items, self.data.valid_candidates[:, 0]]
         exclude = InteractionIndex(users, items, self.data.num_items)
-        metrics, _, _ = evaluate_full_ranking(
+        return evaluate_full_ranking(
             self.model, self.data.test_users, self.data.test_candidates[:, 0], exclude, self.config.ks, self.device
         )
-        return metrics
 
     # ------------------------------------------------------------------ training
     def fit(self) -> FitResult:
@@ -229,9 +233,12 @@ class Trainer:
         self.model.load_state_dict(best_state)
 
         t0 = time.perf_counter()
-        test = _prefixed("test", self.evaluate_split("test"))
+        metrics, greater, ties = self._rank_split("test")
+        test = _prefixed("test", metrics)
+        ranks = {"users": np.asarray(self.data.test_users, np.int64), "greater": greater, "ties": ties}
         if cfg.full_ranking:
-            test.update(_prefixed("test_full", self.evaluate_full()))
+            metrics, ranks["full_greater"], ranks["full_ties"] = self._rank_full()
+            test.update(_prefixed("test_full", metrics))
         timings["test_s"] = time.perf_counter() - t0
         n_trained = trained_epochs(history)
         summary: dict[str, Any] = {
@@ -262,6 +269,7 @@ class Trainer:
                 **{k.split("/", 1)[1]: v for k, v in peak.items() if k.startswith("test_every_epoch/")},
             }
         if self.recorder:
+            self.recorder.write_arrays("test_ranks.npz", **ranks)
             self.recorder.write_summary(summary)
         return FitResult(summary=summary, history=history)
 

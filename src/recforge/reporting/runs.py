@@ -1,0 +1,124 @@
+"""Finished run directories as records: resolved config, summary, per-epoch curves, test ranks."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recforge.config import ExperimentConfig
+from recforge.errors import ConfigError
+from recforge.training.records import load_run_config
+
+
+@dataclass
+class RunRecord:
+    """One finished run.
+
+    Attributes:
+        path: the run directory.
+        config: its resolved config.
+        summary: ``summary.json``.
+        history: ``metrics.jsonl``, one dict per epoch.
+        label: the name the run's group gets in reports (the model name, ``+pretrain`` for
+            pre-trained NeuMF; set by :func:`label_runs` when configs of one model differ).
+    """
+
+    path: Path
+    config: ExperimentConfig
+    summary: dict[str, Any]
+    history: list[dict[str, Any]]
+    label: str = ""
+    _ranks: dict[str, np.ndarray] | None = field(default=None, repr=False)
+
+    @property
+    def seed(self) -> int:
+        return self.config.seed
+
+    @property
+    def group_key(self) -> str:
+        """Fingerprint of the config with the seed left out: runs that differ only by seed share it."""
+        return self.config.replace(seed=0).fingerprint()
+
+    def test_metrics(self) -> dict[str, float]:
+        """Numeric test metrics of the summary (``test/...`` and ``test_full/...``)."""
+        return {
+            k: float(v) for k, v in self.summary.items()
+            if k.startswith(("test/", "test_full/")) and isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
+
+    def ranks(self) -> dict[str, np.ndarray] | None:
+        """Per-user test rank statistics (``users``, ``greater``, ``ties``, optionally
+        ``full_greater`` / ``full_ties``), or None for runs without them (CTR runs, older runs)."""
+        if self._ranks is None:
+            path = self.path / "test_ranks.npz"
+            if not path.is_file():
+                return None
+            with np.load(path) as f:
+                self._ranks = {k: f[k] for k in f.files}
+        return self._ranks
+
+
+def load_run(path: str | Path) -> RunRecord:
+    """Read a finished run directory.
+
+    Raises:
+        ConfigError: if ``path`` is not a finished run (no ``config.yaml`` or ``summary.json``) or a
+            file in it is not valid JSON.
+    """
+    path = Path(path)
+    config = load_run_config(path)
+    summary_file = path / "summary.json"
+    if not summary_file.is_file():
+        raise ConfigError(f"{path} is not a finished run: no summary.json (interrupted? resume it or train it again)")
+    try:
+        summary = json.loads(summary_file.read_text())
+        metrics = path / "metrics.jsonl"
+        history = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] if metrics.is_file() else []
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: unreadable run record ({exc})") from None
+    label = config.model_name + ("+pretrain" if config.pretrain.enabled else "")
+    return RunRecord(path, config, summary, history, label)
+
+
+def find_runs(paths: list[str | Path]) -> list[RunRecord]:
+    """Finished runs named by ``paths``: run directories, or folders holding run directories.
+
+    Unfinished run directories inside a folder are skipped; a named run directory that is
+    unfinished is an error.
+
+    Raises:
+        ConfigError: if a path does not exist, or nothing finished is found.
+    """
+    runs: list[RunRecord] = []
+    for given in paths:
+        path = Path(given)
+        if not path.exists():
+            raise ConfigError(f"{path} does not exist")
+        if (path / "config.yaml").is_file():
+            runs.append(load_run(path))
+            continue
+        for child in sorted(path.iterdir()):
+            if (child / "config.yaml").is_file() and (child / "summary.json").is_file():
+                runs.append(load_run(child))
+    if not runs:
+        raise ConfigError(f"no finished runs (directories with config.yaml and summary.json) in {', '.join(map(str, paths))}")
+    return label_runs(runs)
+
+
+def label_runs(runs: list[RunRecord]) -> list[RunRecord]:
+    """Give every group of runs (same config but the seed) a distinct label, in place.
+
+    Groups of one model with different configs are told apart by a short config fingerprint.
+    """
+    groups: dict[str, set[str]] = {}
+    for run in runs:
+        base = run.config.model_name + ("+pretrain" if run.config.pretrain.enabled else "")
+        groups.setdefault(base, set()).add(run.group_key)
+    for run in runs:
+        base = run.config.model_name + ("+pretrain" if run.config.pretrain.enabled else "")
+        run.label = base if len(groups[base]) == 1 else f"{base} [{run.group_key[:6]}]"
+    return runs

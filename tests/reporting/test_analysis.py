@@ -1,0 +1,104 @@
+"""Grouping, spreads, paired tests and warnings of a comparison, on hand-made run records."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from recforge.config import from_dict
+from recforge.metrics.ranking import hit_rate, ndcg
+from recforge.reporting.analysis import analyze
+from recforge.reporting.runs import RunRecord, label_runs
+
+USERS = np.arange(200, dtype=np.int64)
+
+
+def _run(model, seed, metrics, ranks=None, dataset="movielens-100k", **model_cfg):
+    config = from_dict({"model": {"name": model, **model_cfg}, "data": {"name": dataset}, "seed": seed})
+    record = RunRecord(Path(f"/runs/{model}-{seed}"), config, {f"test/{k}": v for k, v in metrics.items()},
+                       [{"epoch": 1, "train/loss": 0.5, "valid/auc": 0.7}], model)
+    record._ranks = ranks
+    return record
+
+
+def _ranked(model, seed, greater, full_greater=None):
+    ties = np.zeros_like(greater)
+    ranks = {"users": USERS, "greater": greater, "ties": ties}
+    metrics = {"hit_rate@10": float(hit_rate(greater, ties, 10).mean()), "ndcg@10": float(ndcg(greater, ties, 10).mean())}
+    run = _run(model, seed, metrics, ranks)
+    if full_greater is not None:
+        ranks.update(full_greater=full_greater, full_ties=ties)
+        run.summary.update({"test_full/hit_rate@10": float(hit_rate(full_greater, ties, 10).mean()),
+                            "test_full/ndcg@10": float(ndcg(full_greater, ties, 10).mean())})
+    return run
+
+
+def test_spreads_per_model_over_seeds():
+    runs = [_run("gmf", s, {"auc": v}) for s, v in [(1, 0.70), (2, 0.72), (3, 0.71)]]
+    c = analyze(runs)
+    s = c.spreads["gmf"]["test/auc"]
+    assert c.labels == ["gmf"] and s.n == 3 and s.mean == pytest.approx(0.71) and s.std == pytest.approx(0.01)
+    assert c.seeds == {"gmf": [1, 2, 3]} and not c.pairs
+
+
+def test_auc_type_metrics_are_paired_by_seed():
+    a = {1: 0.801, 2: 0.806, 3: 0.799, 4: 0.803}
+    b = {1: 0.795, 2: 0.801, 3: 0.796, 5: 0.9}  # seed 5 has no partner and is left out
+    runs = [_run("deepfm", s, {"auc": v}) for s, v in a.items()] + [_run("lr", s, {"auc": v}) for s, v in b.items()]
+    pair = analyze(runs).pairs[0]
+    ref = stats.ttest_rel([a[1], a[2], a[3]], [b[1], b[2], b[3]])
+    assert pair.unit == "seeds" and pair.t_test.n == 3 and pair.wilcoxon is None
+    assert pair.t_test.p_value == pytest.approx(ref.pvalue) and pair.t_test.statistic == pytest.approx(ref.statistic)
+
+
+def test_ranking_metrics_are_paired_per_user_over_seed_means():
+    rng = np.random.default_rng(0)
+    runs, per_user = [], {}
+    for model, shift in (("neumf", 0), ("gmf", 4)):
+        for seed in (1, 2):
+            greater = np.clip(rng.integers(0, 30, len(USERS)) + shift, 0, 99)
+            runs.append(_ranked(model, seed, greater))
+            per_user.setdefault(model, []).append(hit_rate(greater, np.zeros_like(greater), 10))
+    c = analyze(runs)
+    pair = next(p for p in c.pairs if p.metric == "test/hit_rate@10")
+    a, b = np.mean(per_user["neumf"], axis=0), np.mean(per_user["gmf"], axis=0)
+    assert pair.unit == "users" and pair.t_test.n == len(USERS)
+    assert pair.wilcoxon.p_value == pytest.approx(stats.wilcoxon(a - b).pvalue)
+    assert pair.t_test.p_value == pytest.approx(stats.ttest_rel(a, b).pvalue)
+    assert pair.t_test.mean_difference > 0 and pair.p_value < 0.05
+
+
+def test_identical_models_are_not_significant():
+    greater = np.random.default_rng(1).integers(0, 40, len(USERS))
+    runs = [_ranked("gmf", s, greater) for s in (1, 2)]
+    twin = [_ranked("mf", s, greater.copy()) for s in (1, 2)]
+    for pair in analyze(runs + twin).pairs:
+        assert pair.p_value == 1.0 and pair.t_test.effect_size == 0.0
+
+
+def test_warns_when_sampled_and_full_ranking_disagree():
+    rng = np.random.default_rng(2)
+    base = rng.integers(0, 30, len(USERS))
+    runs = [_ranked("gmf", s, base, full_greater=base * 10) for s in (1, 2)]
+    runs += [_ranked("mf", s, base + 3, full_greater=base * 5) for s in (1, 2)]  # worse sampled, better full
+    warnings = analyze(runs).warnings
+    assert any("hit_rate@10" in w and "gmf > mf" in w and "mf > gmf" in w for w in warnings)
+
+
+def test_single_runs_and_mixed_datasets_are_flagged():
+    runs = [_run("gmf", 1, {"auc": 0.7}), _run("mf", 1, {"auc": 0.6}, dataset="movielens-1m")]
+    c = analyze(runs)
+    assert any("different datasets" in w for w in c.warnings) and any("single run" in w for w in c.warnings)
+    assert c.pairs[0].t_test is None  # one common seed: no test
+
+
+def test_repeated_seed_in_a_group_is_an_error():
+    with pytest.raises(ValueError, match="seed repeated"):
+        analyze([_run("gmf", 1, {"auc": 0.7}), _run("gmf", 1, {"auc": 0.71})])
+
+
+def test_labels_tell_configs_of_one_model_apart():
+    runs = label_runs([_run("gmf", 1, {"auc": 0.7}, factors=8), _run("gmf", 2, {"auc": 0.7}, factors=8),
+                       _run("gmf", 1, {"auc": 0.7}, factors=16)])
+    assert runs[0].label == runs[1].label != runs[2].label and runs[0].label.startswith("gmf [")
