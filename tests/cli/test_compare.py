@@ -23,7 +23,7 @@ def test_compare_trains_reports_and_reuses_finished_runs(shared_data, tmp_path):
     assert first.exit_code == 0, first.output
     assert "0 finished and reused, 4 to train" in first.output and "run 4/4" in first.output
     assert "test/hit_rate@10" in first.output and "mf − gmf: paired tests" in first.output and "943 users" in first.output
-    report = tmp_path / "runs" / "compare-movielens-100k-mf-gmf"
+    report = tmp_path / "runs" / "compare-movielens-100k-mf-gmf-seeds1-2"
     assert {"report.md", "report.html", "comparison.json", "metrics.png", "curves.png"} <= {p.name for p in report.iterdir()}
     data = json.loads((report / "comparison.json").read_text())
     assert data["seeds"] == {"mf": [1, 2], "gmf": [1, 2]} and data["pairs"][0]["unit"] == "users"
@@ -59,3 +59,17 @@ def test_compare_rejects_bad_input(shared_data, tmp_path):
     assert no_data.exit_code == 2 and "--dataset is required" in no_data.output
     nothing = runner.invoke(app, ["report", str(tmp_path)])
     assert nothing.exit_code == 2 and "no finished runs" in nothing.output
+    seed = runner.invoke(app, ["compare", "gmf", "mf", "--dataset", "movielens-100k", "--set", "seed=7", "--output-dir", str(tmp_path)])
+    assert seed.exit_code == 2 and "--set seed" in seed.output
+    (tmp_path / "file.txt").write_text("x")
+    a_file = runner.invoke(app, ["report", str(tmp_path / "file.txt")])
+    assert a_file.exit_code == 2 and "is a file" in a_file.output
+
+
+def test_compare_checks_every_model_against_the_data_before_training(shared_data, tmp_path):
+    result = runner.invoke(app, [
+        "compare", "lr", "gmf", "--dataset", "uci-adult", "--seeds", "2", "--epochs", "1",
+        "--data-dir", str(shared_data), "--output-dir", str(tmp_path / "runs"),
+    ])
+    assert result.exit_code == 2 and "model gmf needs implicit-feedback" in result.output
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())  # lr was not trained first

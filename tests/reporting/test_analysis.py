@@ -86,16 +86,22 @@ def test_warns_when_sampled_and_full_ranking_disagree():
     assert any("hit_rate@10" in w and "gmf > mf" in w and "mf > gmf" in w for w in warnings)
 
 
-def test_single_runs_and_mixed_datasets_are_flagged():
-    runs = [_run("gmf", 1, {"auc": 0.7}), _run("mf", 1, {"auc": 0.6}, dataset="movielens-1m")]
-    c = analyze(runs)
-    assert any("different datasets" in w for w in c.warnings) and any("single run" in w for w in c.warnings)
-    assert c.pairs[0].t_test is None  # one common seed: no test
+def test_single_runs_are_flagged_and_mixed_datasets_refused():
+    c = analyze([_run("gmf", 1, {"auc": 0.7}), _run("mf", 2, {"auc": 0.6})])
+    assert any("single run" in w for w in c.warnings)
+    assert c.pairs[0].t_test is None  # no common seed: no test
+    with pytest.raises(ValueError, match="different datasets"):
+        analyze([_run("gmf", 1, {"auc": 0.7}), _run("mf", 1, {"auc": 0.6}, dataset="movielens-1m")])
 
 
-def test_repeated_seed_in_a_group_is_an_error():
-    with pytest.raises(ValueError, match="seed repeated"):
-        analyze([_run("gmf", 1, {"auc": 0.7}), _run("gmf", 1, {"auc": 0.71})])
+def test_a_run_trained_twice_is_used_once_with_a_warning():
+    c = analyze([_run("gmf", 1, {"auc": 0.7}), _run("gmf", 1, {"auc": 0.71}), _run("gmf", 2, {"auc": 0.72})])
+    assert c.values["gmf"]["test/auc"] == [0.7, 0.72] and any("two finished runs" in w for w in c.warnings)
+
+
+def test_non_finite_metric_names_the_run():
+    with pytest.raises(ValueError, match="test/auc is not finite in gmf-2"):
+        analyze([_run("gmf", 1, {"auc": 0.7}), _run("gmf", 2, {"auc": float("nan")})])
 
 
 def test_labels_tell_configs_of_one_model_apart():

@@ -301,6 +301,7 @@ def compare(
     seeds: Annotated[int, typer.Option("--seeds", help="Training seeds per model.")] = 3,
     first_seed: Annotated[int, typer.Option(help="Seeds are first_seed, first_seed + 1, ...")] = 1,
     epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs of every run.")] = None,
+    tasks: Annotated[Optional[str], typer.Option("--tasks", help="Comma-separated label columns (multi-task models).")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="YAML config shared by every run.")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key of every run: section.key=value.")] = None,
     data_dir: DataDir = None,
@@ -318,24 +319,30 @@ def compare(
     import sys
 
     from recforge.config import apply_overrides, read_yaml
-    from recforge.reporting.analysis import analyze
     from recforge.reporting.compare import plan_comparison, run_comparison
-    from recforge.reporting.report import write_report
 
     if seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {seeds}")
     check_seed("--first-seed", first_seed)
+    check_seed("--first-seed + --seeds - 1", first_seed + seeds - 1)
     raw: dict[str, Any] = read_yaml(config) if config else {}
-    raw = apply_overrides(raw, [], {k: v for k, v in {"data.name": dataset, "train.epochs": epochs}.items() if v is not None})
+    values = {
+        "data.name": dataset, "train.epochs": epochs,
+        "data.tasks": [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None,
+    }
+    raw = apply_overrides(raw, [], {k: v for k, v in values.items() if v is not None})
     if not isinstance(raw.get("data"), dict) or not raw["data"].get("name"):
         raise ConfigError("--dataset is required (see `recforge data list`), or a --config file naming data.name")
     _set_threads(threads)
     plan = plan_comparison(models, list(range(first_seed, first_seed + seeds)), raw, list(set_ or []))
+    if report_dir is not None:
+        _check_output_dir(report_dir, "--report-dir")
     runs = run_comparison(plan, output_dir, data_dir, console=None if quiet else console)
-    comparison = analyze(runs)
+    comparison = _analyze(runs)
     name = "-".join(m.replace("+", "_") for m in models)
-    target = report_dir or output_dir / f"compare-{raw['data']['name']}-{name}"
-    files = write_report(comparison, target, command=shlex.join(["recforge", *sys.argv[1:]]))
+    seed_part = f"seed{first_seed}" if seeds == 1 else f"seeds{first_seed}-{first_seed + seeds - 1}"
+    target = report_dir or output_dir / f"compare-{plan[0].config.data.name}-{name}-{seed_part}"
+    files = _write_report(comparison, target, command=shlex.join(["recforge", *sys.argv[1:]]))
     _print_comparison(comparison, files)
 
 
@@ -346,17 +353,38 @@ def report(
     output: Annotated[Path, typer.Option("--output", help="Folder for report.md, report.html, the plots and comparison.json.")] = Path("report"),
 ) -> None:
     """Tables, plots and an HTML page for finished runs: runs that differ only by seed form one model's group."""
-    from recforge.reporting.analysis import analyze
-    from recforge.reporting.report import write_report
     from recforge.reporting.runs import find_runs
 
+    _check_output_dir(output, "--output")
     records = find_runs(list(runs))
+    if (output / "config.yaml").is_file():
+        raise ConfigError(f"--output {output} is a run directory; choose a folder of its own for the report")
+    comparison = _analyze(records)
+    files = _write_report(comparison, output)
+    _print_comparison(comparison, files)
+
+
+def _check_output_dir(path: Path, option: str) -> None:
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{option} {path} is a file; give a folder for the report files")
+
+
+def _analyze(runs: Any) -> Any:
+    from recforge.reporting.analysis import analyze
+
     try:
-        comparison = analyze(records)
+        return analyze(runs)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    files = write_report(comparison, output)
-    _print_comparison(comparison, files)
+
+
+def _write_report(comparison: Any, target: Path, command: Optional[str] = None) -> dict[str, Any]:
+    from recforge.reporting.report import write_report
+
+    try:
+        return write_report(comparison, target, command=command)
+    except OSError as exc:
+        raise ConfigError(f"cannot write the report to {target}: {exc.strerror or exc}") from None
 
 
 def _set_threads(threads: Optional[int]) -> None:
@@ -372,13 +400,13 @@ def _print_comparison(comparison: Any, files: dict[str, Path]) -> None:
     from recforge.reporting.markdown import metric_rows, pair_cells
 
     header, rows = metric_rows(comparison)
-    table = Table(title=f"test metrics on {comparison.dataset}: mean ± std [95 % CI] over seeds")
+    table = Table(title=f"test metrics on {escape(comparison.dataset)}: mean ± std [95 % CI] over seeds")
     table.add_column(header[0], no_wrap=True)
     for name in header[1:]:
-        table.add_column(name)
+        table.add_column(escape(name))
     for row in rows:
-        cells = [escape(c.strip("*")).replace(" [", "\n[") for c in row[1:]]
-        table.add_row(row[0], *(f"[bold]{c}[/bold]" if raw.startswith("**") else c for c, raw in zip(cells, row[1:])))
+        cells = [escape(c.strip("*").replace(" [", "\n[")) for c in row[1:]]
+        table.add_row(escape(row[0]), *(f"[bold]{c}[/bold]" if raw.startswith("**") else c for c, raw in zip(cells, row[1:])))
     out.print(table)
     by_pair: dict[tuple[str, str], list[Any]] = {}
     for pair in comparison.pairs:
@@ -390,7 +418,7 @@ def _print_comparison(comparison: Any, files: dict[str, Path]) -> None:
             table.add_column(name, no_wrap=True)
         for pair in rows:
             cells = pair_cells(pair)
-            table.add_row(cells[0], *cells[3:])
+            table.add_row(escape(cells[0]), *cells[3:])
         out.print(table)
     for warning in comparison.warnings:
         out.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False)

@@ -130,29 +130,45 @@ def analyze(runs: list[RunRecord], level: float = 0.95) -> Comparison:
     """
     if not runs:
         raise ValueError("no runs to analyse")
+    datasets = sorted({r.config.data.name for r in runs})
+    if len(datasets) > 1:
+        raise ValueError(f"the runs come from different datasets ({', '.join(datasets)}); report each dataset on its own")
+    warnings: list[str] = []
     groups: dict[str, list[RunRecord]] = {}
     for run in runs:
-        groups.setdefault(run.label, []).append(run)
-    for label, members in groups.items():
+        members = groups.setdefault(run.label, [])
+        twin = next((m for m in members if m.seed == run.seed), None)
+        if twin is not None:  # the same config and seed trained twice: the same numbers up to nondeterminism
+            warnings.append(f"{run.label}, seed {run.seed}: two finished runs ({twin.path.name}, {run.path.name}); the first is used")
+            continue
+        members.append(run)
+    for members in groups.values():
         members.sort(key=lambda r: r.seed)
-        seeds = [r.seed for r in members]
-        if len(set(seeds)) != len(seeds):
-            raise ValueError(f"{label}: seed repeated among its runs {[str(r.path) for r in members]}; name each run once")
     labels = list(groups)
-    common = set.intersection(*(set(r.test_metrics()) for r in runs))
+    data_configs = {repr(members[0].config.data) for members in groups.values()}
+    if len(data_configs) > 1:
+        warnings.append("the models ran on different data settings (data.split_seed, schema or tasks differ): their "
+                        "test users or rows are not the same, so paired tests compare different things")
+    kept = [r for members in groups.values() for r in members]
+    common = set.intersection(*(set(r.test_metrics()) for r in kept))
     if not common:
-        raise ValueError("the runs share no test metric (different kinds of datasets?)")
+        raise ValueError("the runs share no numeric test metric (summary.json files without test/... values?)")
+    partial = set.union(*(set(r.test_metrics()) for r in kept)) - common
+    if partial:
+        warnings.append(f"left out, not a number in every run: {', '.join(sorted(partial))}")
     metrics = sorted(common, key=_metric_order)
     values = {lab: {m: [r.test_metrics()[m] for r in groups[lab]] for m in metrics} for lab in labels}
+    for lab in labels:
+        for m in metrics:
+            bad = [r.path.name for r, v in zip(groups[lab], values[lab][m]) if not np.isfinite(v)]
+            if bad:
+                raise ValueError(f"{lab}: {m} is not finite in {', '.join(bad)} (a diverged run?); leave it out or train it again")
     spreads = {lab: {m: spread(values[lab][m], level) for m in metrics} for lab in labels}
     pairs: list[PairResult] = []
     for a, b in combinations(labels, 2):
         for metric in metrics:
             pairs.append(_pair(metric, a, b, groups[a], groups[b]))
-    warnings = _protocol_warnings(labels, metrics, spreads)
-    datasets = sorted({r.config.data.name for r in runs})
-    if len(datasets) > 1:
-        warnings.append(f"the runs come from different datasets ({', '.join(datasets)}): their metrics are not comparable")
+    warnings += _protocol_warnings(labels, metrics, spreads)
     counts = {lab: len(groups[lab]) for lab in labels}
     if len(set(counts.values())) > 1:
         warnings.append("models have different numbers of seeds: " + ", ".join(f"{k} {v}" for k, v in counts.items()))

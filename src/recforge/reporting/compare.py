@@ -44,7 +44,8 @@ def plan_comparison(models: Sequence[str], seeds: Sequence[int], base: dict[str,
         overrides: ``section.key=value`` strings applied to every cell.
 
     Raises:
-        ConfigError: for an unknown model, a repeated model or seed, no seeds, or a bad config.
+        ConfigError: for an unknown model, a repeated model or seed, no seeds, an override of
+            ``model.name`` or ``seed`` (the grid sets them), or a bad config.
     """
     if not models:
         raise ConfigError("name at least one model to compare")
@@ -52,6 +53,11 @@ def plan_comparison(models: Sequence[str], seeds: Sequence[int], base: dict[str,
         raise ConfigError(f"a model is named twice: {list(models)}")
     if not seeds or len(set(seeds)) != len(seeds):
         raise ConfigError(f"seeds must be distinct and at least one, got {list(seeds)}")
+    for item in overrides:
+        key = item.split("=", 1)[0].strip()
+        if key in ("model.name", "seed", "model", "pretrain.enabled"):
+            raise ConfigError(f"--set {key}: compare sets the model and seed of each run; name the models as arguments "
+                              "(neumf+pretrain for pre-trained NeuMF) and use --seeds / --first-seed")
     known = set(MODELS)
     plan = []
     for label in models:
@@ -79,7 +85,7 @@ def run_comparison(
     Raises:
         ConfigError / DataError / TrainingError: from the runs themselves.
     """
-    from recforge.training.experiment import load_data, run_experiment
+    from recforge.training.experiment import check_experiment, load_data, run_experiment
 
     output_dir = Path(output_dir)
     records: list[RunRecord | None] = [None] * len(plan)
@@ -92,30 +98,45 @@ def run_comparison(
             todo.append(i)
     say = console.print if console else (lambda *a, **k: None)
     reused = len(plan) - len(todo)
-    say(f"[bold]{len(plan)} runs[/bold] ({len({c.label for c in plan})} models x {len({c.seed for c in plan})} seeds): "
+    models, seeds = len({c.label for c in plan}), len({c.seed for c in plan})
+    say(f"[bold]{_count(len(plan), 'run')}[/bold] ({_count(models, 'model')} x {_count(seeds, 'seed')}): "
         f"{reused} finished and reused, {len(todo)} to train")
     data: dict[str, Any] = {}
+    if todo:
+        # Every cell is checked against the data before the first one trains, so a model that
+        # cannot run on this dataset fails now rather than after hours of the others.
+        for config in {repr(plan[i].config.replace(seed=0)): plan[i].config for i in todo}.values():
+            key = repr(config.data)
+            if key not in data:
+                data[key] = load_data(config, data_dir)
+            check_experiment(config, data[key])
     started = time.perf_counter()
     for n, i in enumerate(todo):
         cell = plan[i]
+        done = find_finished_run(output_dir, cell.config)  # another cell may have made it (NeuMF pre-training)
+        if done is not None:
+            records[i] = load_run(done)
+            say(f"run {reused + n + 1}/{len(plan)}: {cell.label}, seed {cell.seed}: finished meanwhile, reused")
+            continue
         elapsed = time.perf_counter() - started
         eta = f", about {_duration(elapsed / n * (len(todo) - n))} left" if n else ""
         say(f"[bold cyan]run {reused + n + 1}/{len(plan)}[/bold cyan]: {cell.label}, seed {cell.seed} "
             f"({_duration(elapsed)} elapsed{eta})")
-        key = repr(cell.config.data)
-        if key not in data:
-            data = {key: load_data(cell.config, data_dir)}  # one dataset in memory at a time
         resume = find_resumable_run(output_dir, cell.config)
         if resume is not None:
             say(f"  resuming the interrupted run {resume}")
-        result = run_experiment(cell.config, output_dir=output_dir, console=console, data=data[key], resume=resume)
+        result = run_experiment(cell.config, output_dir=output_dir, console=console, data=data[repr(cell.config.data)], resume=resume)
         records[i] = load_run(result.path)
     if todo:
-        say(f"trained {len(todo)} runs in {_duration(time.perf_counter() - started)}")
+        say(f"trained {_count(len(todo), 'run')} in {_duration(time.perf_counter() - started)}")
     finished = [r for r in records if r is not None]
     for record, cell in zip(finished, plan):
         record.label = cell.label  # one config per label: the grid varies only the seed
     return finished
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _duration(seconds: float) -> str:

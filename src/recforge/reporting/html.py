@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from recforge.reporting.analysis import Comparison
-from recforge.reporting.markdown import PAIR_HEADER, metric_rows, pair_cells
+from recforge.reporting.markdown import MULTI_TASK_NOTE, PAIR_HEADER, metric_rows, pair_cells
 
 _STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto; max-width: 1200px;
@@ -20,6 +20,7 @@ th, td { border: 1px solid #d0d7de; padding: 0.3rem 0.6rem; text-align: left; }
 th { background: #f6f8fa; } tr:nth-child(even) td { background: #fbfcfd; }
 td.best { font-weight: 600; } .warn { background: #fff8c5; border: 1px solid #d4a72c; padding: 0.5rem 1rem; }
 img { max-width: 100%; border: 1px solid #eaeef2; } code, pre { background: #f6f8fa; padding: 0.2rem 0.4rem; }
+pre { white-space: pre-wrap; overflow-wrap: anywhere; }
 .note { color: #57606a; font-size: 0.85rem; }
 """
 
@@ -56,6 +57,8 @@ def comparison_html(comparison: Comparison, images: dict[str, Path] | None = Non
               '<p class="note">Mean ± sample std over seeds [95 % Student-t confidence interval of the mean]; '
               "best mean in bold (lower is better for log_loss).</p>",
               _table(*metric_rows(comparison), table_id="metrics")]
+    if any(m.count("/") > 1 for m in comparison.metrics):
+        parts.append(f'<p class="note">{html.escape(MULTI_TASK_NOTE.replace("`", ""))}</p>')
     if comparison.pairs:
         parts += ["<h2>Pairwise tests</h2>",
                   '<p class="note">Differences A − B. Ranking metrics paired per user (averaged over seeds), other '

@@ -32,6 +32,9 @@ def pair_cells(pair: PairResult) -> list[str]:
             format_p(w.p_value) if w else "—", effect]
 
 
+MULTI_TASK_NOTE = ("Multi-task runs: `test/<task>/...` are per task; `test/auc` and `test/log_loss` without a task "
+                   "are the means over the tasks (the quantity early stopping monitors).")
+
 PAIR_HEADER = ["metric", "A", "B", "A − B", "paired over", "p (paired t)", "p (Wilcoxon)", "effect d_z"]
 
 
@@ -71,6 +74,8 @@ def comparison_markdown(comparison: Comparison, images: dict[str, str] | None = 
               "Mean ± sample std over seeds [95 % Student-t confidence interval of the mean]; best mean in bold "
               "(lower is better for log_loss).", "",
               _table(*metric_rows(comparison)), ""]
+    if any(m.count("/") > 1 for m in comparison.metrics):
+        parts += [MULTI_TASK_NOTE, ""]
     if comparison.pairs:
         parts += ["## Pairwise tests", "",
                   "Differences A − B. Ranking metrics are paired per user (each user's metric averaged over seeds); "

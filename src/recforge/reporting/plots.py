@@ -58,7 +58,7 @@ def plot_curves(comparison: Comparison, path: str | Path) -> Path | None:
             for run in runs:
                 for record in run.history:
                     value = record.get(key)
-                    if isinstance(value, (int, float)) and math.isfinite(value) and record.get("epoch", 0) > 0:
+                    if isinstance(value, (int, float)) and math.isfinite(value) and isinstance(record.get("epoch"), int):
                         by_epoch.setdefault(int(record["epoch"]), []).append(float(value))
             if not by_epoch:
                 continue
@@ -69,7 +69,9 @@ def plot_curves(comparison: Comparison, path: str | Path) -> Path | None:
                             color=line.get_color(), alpha=0.15, linewidth=0)
         ax.set_title(key, fontsize=10)
         ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        if len(ax.get_lines()) and max(len(line.get_xdata()) for line in ax.get_lines()) == 1:
+            ax.set_xticks(sorted({int(x) for line in ax.get_lines() for x in line.get_xdata()}))
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     fig.suptitle(f"Training curves ({comparison.dataset}; mean over seeds, band = min-max)", fontsize=10)

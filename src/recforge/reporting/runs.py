@@ -70,18 +70,36 @@ def load_run(path: str | Path) -> RunRecord:
             file in it is not valid JSON.
     """
     path = Path(path)
-    config = load_run_config(path)
+    if not path.is_dir():
+        raise ConfigError(f"{path} is not a run directory (give the folder that holds config.yaml and summary.json)")
+    try:
+        config = load_run_config(path)
+    except ConfigError as exc:
+        raise ConfigError(f"{path / 'config.yaml'}: {exc}") from None
     summary_file = path / "summary.json"
     if not summary_file.is_file():
         raise ConfigError(f"{path} is not a finished run: no summary.json (interrupted? resume it or train it again)")
-    try:
-        summary = json.loads(summary_file.read_text())
-        metrics = path / "metrics.jsonl"
-        history = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] if metrics.is_file() else []
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: unreadable run record ({exc})") from None
+    summary = _read_json(summary_file)
+    if not isinstance(summary, dict):
+        raise ConfigError(f"{summary_file}: expected a JSON object, found {type(summary).__name__}")
+    metrics = path / "metrics.jsonl"
+    history = []
+    if metrics.is_file():
+        for n, line in enumerate(metrics.read_text().splitlines(), start=1):
+            if line.strip():
+                record = _read_json(metrics, line, n)
+                if isinstance(record, dict):
+                    history.append(record)
     label = config.model_name + ("+pretrain" if config.pretrain.enabled else "")
     return RunRecord(path, config, summary, history, label)
+
+
+def _read_json(path: Path, text: str | None = None, line: int | None = None) -> Any:
+    try:
+        return json.loads(path.read_text() if text is None else text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        where = f"{path}, line {line}" if line else str(path)
+        raise ConfigError(f"{where}: not valid JSON ({exc})") from None
 
 
 def find_runs(paths: list[str | Path]) -> list[RunRecord]:
@@ -98,6 +116,8 @@ def find_runs(paths: list[str | Path]) -> list[RunRecord]:
         path = Path(given)
         if not path.exists():
             raise ConfigError(f"{path} does not exist")
+        if not path.is_dir():
+            raise ConfigError(f"{path} is a file; give run directories or folders holding them")
         if (path / "config.yaml").is_file():
             runs.append(load_run(path))
             continue

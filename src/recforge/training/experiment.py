@@ -70,6 +70,38 @@ def load_data(config: ExperimentConfig, data_dir: str | Path | None) -> LeaveOne
     return data
 
 
+def check_experiment(config: ExperimentConfig, data: LeaveOneOutData | TabularData) -> None:
+    """Check, before any training, that ``config`` can train on ``data``.
+
+    Raises:
+        ConfigError: a model of the wrong data kind (NCF models need user/item data, CTR models
+            tabular data), pre-training on anything but NeuMF with implicit data, no epochs for a
+            CTR run, a single-label model on multi-task data, loss weights of unknown tasks, or
+            model settings the data's schema cannot take.
+    """
+    if isinstance(data, TabularData):
+        if config.pretrain.enabled:
+            raise ConfigError("pretrain applies to neumf on implicit-feedback data")
+        if config.model_name in _IMPLICIT_MODELS:
+            raise ConfigError(f"model {config.model_name} needs implicit-feedback (user, item) data; {config.data.name} is tabular CTR data")
+        if config.train.epochs < 1:
+            raise ConfigError("train.epochs must be >= 1 for CTR runs (there is no untrained epoch-0 candidate)")
+        model = build_model(config.model_name, data.schema, config.model)
+        if len(data.schema.labels) > 1 and not hasattr(model, "tasks"):
+            raise ConfigError(
+                f"model {config.model_name} predicts one label but the data has tasks {list(data.schema.labels)}; "
+                "use a multi-task model (shared_bottom, mmoe, ple, adatt) or one task"
+            )
+        unknown = sorted(set(config.train.task_weights or {}) - set(data.schema.labels))
+        if unknown:
+            raise ConfigError(f"train.task_weights.{unknown[0]}: not a task; tasks: {', '.join(data.schema.labels)}")
+        return
+    if not hasattr(data, "train_users") or config.model_name not in _IMPLICIT_MODELS:
+        raise ConfigError(f"model {config.model_name} needs tabular (CTR) data; {config.data.name} is implicit feedback")
+    if config.pretrain.enabled and config.model_name != "neumf":
+        raise ConfigError(f"pretrain.enabled applies to neumf only, not {config.model_name}")
+
+
 def run_tabular(
     config: ExperimentConfig,
     data: TabularData,
@@ -82,22 +114,11 @@ def run_tabular(
     Raises:
         ConfigError: for a model that needs user/item data, or a resume directory of another config.
     """
-    if config.model_name in _IMPLICIT_MODELS:
-        raise ConfigError(f"model {config.model_name} needs implicit-feedback (user, item) data; {config.data.name} is tabular CTR data")
-    if config.train.epochs < 1:
-        raise ConfigError("train.epochs must be >= 1 for CTR runs (there is no untrained epoch-0 candidate)")
+    check_experiment(config, data)
     torch.manual_seed(config.seed)
     model = build_model(config.model_name, data.schema, config.model)
-    if len(data.schema.labels) > 1 and not hasattr(model, "tasks"):
-        raise ConfigError(
-            f"model {config.model_name} predicts one label but the data has tasks {list(data.schema.labels)}; "
-            "use a multi-task model (shared_bottom, mmoe, ple, adatt) or one task"
-        )
     paper = getattr(model, "paper_optimizers", None)
     weights = dict(config.train.task_weights or {})
-    unknown = sorted(set(weights) - set(data.schema.labels))
-    if unknown:
-        raise ConfigError(f"train.task_weights.{unknown[0]}: not a task; tasks: {', '.join(data.schema.labels)}")
     trainer = PointwiseTrainer(
         model, data, config.train, config.seed, console=console, default_groups=paper() if paper else None,
         task_weights=tuple(float(weights.get(t, 1.0)) for t in data.schema.labels),
@@ -151,13 +172,10 @@ def run_experiment(
     if data is None:
         data = load_data(config, data_dir)
     if isinstance(data, TabularData):
-        if config.pretrain.enabled:
-            raise ConfigError("pretrain applies to neumf on implicit-feedback data")
         return run_tabular(config, data, output_dir, console, resume)
     if resume is not None:
         raise ConfigError("--resume is available for tabular (CTR) runs; implicit-feedback runs are short enough to re-run")
-    if not hasattr(data, "train_users") or config.model_name not in _IMPLICIT_MODELS:
-        raise ConfigError(f"model {config.model_name} needs tabular (CTR) data; {config.data.name} is implicit feedback")
+    check_experiment(config, data)
     torch.manual_seed(config.seed)  # the initial weights are part of what the seed fixes
     model = build_model(config.model_name, data.schema, config.model)
     optimizer, lr = config.train.optimizer, config.train.lr
