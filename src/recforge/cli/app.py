@@ -413,7 +413,7 @@ def _print_comparison(comparison: Any, files: dict[str, Path]) -> None:
         by_pair.setdefault((pair.a, pair.b), []).append(pair)
     for (a, b), rows in by_pair.items():
         table = Table(title=f"{escape(a)} − {escape(b)}: paired tests (p: paired t / Wilcoxon, uncorrected)")
-        table.add_column("metric", no_wrap=True)
+        table.add_column("metric", overflow="fold")  # long per-task names fold; the numbers never do
         for name in ("diff", "paired over", "p t", "p W", "d_z"):
             table.add_column(name, no_wrap=True)
         for pair in rows:
