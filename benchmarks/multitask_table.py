@@ -54,11 +54,12 @@ def main() -> None:
                 raw = {"model": {"name": model}, "data": {"name": "census-income", "tasks": list(tasks)},
                        "train": {"epochs": args.epochs, "patience": 2, "batch_size": 1024}, "seed": seed}
                 config = from_dict(apply_overrides(raw, []))
-                run = find_finished(args.output_dir, config)
+                folder = args.output_dir / group.replace(' ', '-')  # one folder per task group: `recforge report` it
+                run = find_finished(folder, config)
                 if run is None:
                     data = data or load_data(config, args.data_dir)
                     console.rule(f"{model}, {group}, seed {seed}")
-                    summary = run_experiment(config, output_dir=args.output_dir, console=console, data=data).summary
+                    summary = run_experiment(config, output_dir=folder, console=console, data=data).summary
                 else:
                     summary = json.loads((run / "summary.json").read_text())
                 runs.append(summary)
