@@ -46,3 +46,11 @@ def test_shared_modules_shapes():
     assert CGCLevel(5, 2, 2, 1, (6,), last=True)(x).shape == (4, 2, 6)
     assert AdaTTLevel(5, 2, 1, (6,), shared_experts=2, last=False)(x).shape == (4, 3, 6)
     assert AdaTTLevel(5, 2, 1, (6,), shared_experts=2, last=True)(x).shape == (4, 2, 6)
+
+
+def test_a_shared_first_level_input_equals_the_expanded_one():
+    torch.manual_seed(0)
+    x = torch.randn(4, 5)
+    for level, modules in ((CGCLevel(5, 2, 2, 1, (6,), last=False), 3), (AdaTTLevel(5, 2, 2, (6,), shared_experts=1, last=False), 3)):
+        expanded = x.unsqueeze(1).expand(-1, modules, -1)
+        assert torch.allclose(level(x), level(expanded), atol=1e-6)

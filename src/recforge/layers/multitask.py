@@ -6,8 +6,8 @@ level may be given the one shared input [B, D_in] instead: every module then rea
 
 Speed notes (measured on CPU, PLE body forward + backward at batch 1024): each module's input is
 taken with one ``unbind`` (a per-module ``x[:, m]`` costs a zero-filled [B, T', D_in] gradient
-buffer per select in backward), and gated sums are an elementwise product and sum (a batched
-matmul of B tiny [1, E] x [E, D] products is slower than the experts themselves at this size).
+buffer per select in backward), and gated sums are ``addcmul`` chains over the experts' outputs
+(a batched matmul of B tiny [1, E] x [E, D] products cost more than the experts' own layers).
 """
 
 from __future__ import annotations
