@@ -22,11 +22,11 @@ def test_compare_trains_reports_and_reuses_finished_runs(shared_data, tmp_path):
     first = _compare(shared_data, tmp_path)
     assert first.exit_code == 0, first.output
     assert "0 finished and reused, 4 to train" in first.output and "run 4/4" in first.output
-    assert "test/hit_rate@10" in first.output and "mf − gmf: paired tests" in first.output and "943 users" in first.output
+    assert "test/hit_rate@10" in first.output and "mf − gmf: paired tests" in first.output and "p users W" in first.output
     report = tmp_path / "runs" / "compare-movielens-100k-mf-gmf-seeds1-2"
     assert {"report.md", "report.html", "comparison.json", "metrics.png", "curves.png"} <= {p.name for p in report.iterdir()}
     data = json.loads((report / "comparison.json").read_text())
-    assert data["seeds"] == {"mf": [1, 2], "gmf": [1, 2]} and data["pairs"][0]["unit"] == "users"
+    assert data["seeds"] == {"mf": [1, 2], "gmf": [1, 2]} and data["pairs"][0]["user_t"]["n"] == 943
     runs = [p for p in (tmp_path / "runs").iterdir() if (p / "summary.json").is_file()]
     assert len(runs) == 4 and all((r / "test_ranks.npz").is_file() for r in runs)
 

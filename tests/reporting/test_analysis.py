@@ -48,8 +48,9 @@ def test_auc_type_metrics_are_paired_by_seed():
     runs = [_run("deepfm", s, {"auc": v}) for s, v in a.items()] + [_run("lr", s, {"auc": v}) for s, v in b.items()]
     pair = analyze(runs).pairs[0]
     ref = stats.ttest_rel([a[1], a[2], a[3]], [b[1], b[2], b[3]])
-    assert pair.unit == "seeds" and pair.t_test.n == 3 and pair.wilcoxon is None
-    assert pair.t_test.p_value == pytest.approx(ref.pvalue) and pair.t_test.statistic == pytest.approx(ref.statistic)
+    assert pair.seed_t.n == 3 and pair.user_t is None and pair.user_wilcoxon is None
+    assert pair.seed_t.p_value == pytest.approx(ref.pvalue) and pair.seed_t.statistic == pytest.approx(ref.statistic)
+    assert pair.difference == pytest.approx(np.mean(list(a.values())) - np.mean(list(b.values())))
 
 
 def test_ranking_metrics_are_paired_per_user_over_seed_means():
@@ -63,10 +64,10 @@ def test_ranking_metrics_are_paired_per_user_over_seed_means():
     c = analyze(runs)
     pair = next(p for p in c.pairs if p.metric == "test/hit_rate@10")
     a, b = np.mean(per_user["neumf"], axis=0), np.mean(per_user["gmf"], axis=0)
-    assert pair.unit == "users" and pair.t_test.n == len(USERS)
-    assert pair.wilcoxon.p_value == pytest.approx(stats.wilcoxon(a - b).pvalue)
-    assert pair.t_test.p_value == pytest.approx(stats.ttest_rel(a, b).pvalue)
-    assert pair.t_test.mean_difference > 0 and pair.p_value < 0.05
+    assert pair.user_t.n == len(USERS) and pair.seed_t.n == 2
+    assert pair.user_wilcoxon.p_value == pytest.approx(stats.wilcoxon(a - b).pvalue)
+    assert pair.user_t.p_value == pytest.approx(stats.ttest_rel(a, b).pvalue)
+    assert pair.user_t.mean_difference > 0 and pair.user_wilcoxon.p_value < 0.05
 
 
 def test_identical_models_are_not_significant():
@@ -74,7 +75,8 @@ def test_identical_models_are_not_significant():
     runs = [_ranked("gmf", s, greater) for s in (1, 2)]
     twin = [_ranked("mf", s, greater.copy()) for s in (1, 2)]
     for pair in analyze(runs + twin).pairs:
-        assert pair.p_value == 1.0 and pair.t_test.effect_size == 0.0
+        for test in (pair.seed_t, pair.user_t, pair.user_wilcoxon):
+            assert test.p_value == 1.0 and test.effect_size == 0.0
 
 
 def test_warns_when_sampled_and_full_ranking_disagree():
@@ -89,7 +91,7 @@ def test_warns_when_sampled_and_full_ranking_disagree():
 def test_single_runs_are_flagged_and_mixed_datasets_refused():
     c = analyze([_run("gmf", 1, {"auc": 0.7}), _run("mf", 2, {"auc": 0.6})])
     assert any("single run" in w for w in c.warnings)
-    assert c.pairs[0].t_test is None  # no common seed: no test
+    assert c.pairs[0].seed_t is None  # no common seed: no test
     with pytest.raises(ValueError, match="different datasets"):
         analyze([_run("gmf", 1, {"auc": 0.7}), _run("mf", 1, {"auc": 0.6}, dataset="movielens-1m")])
 
@@ -108,3 +110,14 @@ def test_labels_tell_configs_of_one_model_apart():
     runs = label_runs([_run("gmf", 1, {"auc": 0.7}, factors=8), _run("gmf", 2, {"auc": 0.7}, factors=8),
                        _run("gmf", 1, {"auc": 0.7}, factors=16)])
     assert runs[0].label == runs[1].label != runs[2].label and runs[0].label.startswith("gmf [")
+
+
+def test_one_bad_seed_shows_per_seed_but_not_per_user():
+    """Per-user tests see the test set, not retraining: a model with one bad seed differs per user
+    while the per-seed test says the difference does not survive retraining."""
+    rng = np.random.default_rng(4)
+    base = rng.integers(0, 30, len(USERS))
+    runs = [_ranked("mlp", s, np.clip(base + 2 + rng.integers(-1, 2, len(USERS)), 0, 99)) for s in (1, 2, 3)]
+    runs += [_ranked("neumf", s, np.clip(base + (0 if s < 3 else 4) + rng.integers(-1, 2, len(USERS)), 0, 99)) for s in (1, 2, 3)]
+    pair = next(p for p in analyze(runs).pairs if p.metric == "test/ndcg@10")
+    assert pair.user_t.p_value < 0.01 and pair.seed_t.p_value > 0.05

@@ -412,13 +412,13 @@ def _print_comparison(comparison: Any, files: dict[str, Path]) -> None:
     for pair in comparison.pairs:
         by_pair.setdefault((pair.a, pair.b), []).append(pair)
     for (a, b), rows in by_pair.items():
-        table = Table(title=f"{escape(a)} − {escape(b)}: paired tests (p: paired t / Wilcoxon, uncorrected)")
+        table = Table(title=f"{escape(a)} − {escape(b)}: paired tests (uncorrected p)")
         table.add_column("metric", overflow="fold")  # long per-task names fold; the numbers never do
-        for name in ("diff", "paired over", "p t", "p W", "d_z"):
+        for name in ("diff", "p seeds (n)", "d_z seeds", "p users t", "p users W"):
             table.add_column(name, no_wrap=True)
         for pair in rows:
             cells = pair_cells(pair)
-            table.add_row(escape(cells[0]), *cells[3:])
+            table.add_row(escape(cells[0]), *cells[3:8])
         out.print(table)
     for warning in comparison.warnings:
         out.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False)

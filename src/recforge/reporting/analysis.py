@@ -2,14 +2,15 @@
 
 * Per model (a group of runs that differ only by seed): mean, sample std and 95 % Student-t
   confidence interval of each test metric over seeds.
-* Per pair of models and metric, a paired test of A - B:
+* Per pair of models and metric, paired tests of A - B:
 
-  - ranking metrics (HR@K, NDCG@K, MRR, sampled or full-catalogue) are paired **per user**: each
-    user's metric is averaged over a model's seeds (the test users and sampled candidates are
-    the same for every run), then the paired t-test and the Wilcoxon signed-rank test run over
-    the users;
-  - other metrics (AUC, LogLoss, GAUC, per-task AUC) are paired **per seed** (runs of A and B
-    with the same seed), with the paired t-test over the common seeds.
+  - every metric is paired **per seed** (runs of A and B with the same training seed), with the
+    paired t-test over the common seeds: does the difference survive retraining?
+  - ranking metrics (HR@K, NDCG@K, MRR, sampled or full-catalogue) are also paired **per user**:
+    each user's metric is averaged over a model's seeds (the test users and sampled candidates
+    are the same for every run), then the paired t-test and the Wilcoxon signed-rank test run
+    over the users: does the difference hold across the test users? This one is blind to
+    seed-to-seed variance, so both are shown.
 
   The effect size is Cohen's d_z = mean(A - B) / sd(A - B) over the paired units. p-values are
   not corrected for the number of pairs and metrics: with many rows, expect some p < 0.05 by
@@ -39,23 +40,23 @@ class PairResult:
     """Paired comparison of models ``a`` and ``b`` on one metric (differences are a - b).
 
     Attributes:
-        unit: ``users`` or ``seeds``: what was paired.
-        t_test: the paired t-test (None with fewer than two units).
-        wilcoxon: the Wilcoxon signed-rank test (per-user pairs only).
+        difference: mean of a's runs minus mean of b's runs.
+        seed_t: paired t-test over the seeds both models ran (None with fewer than two): how
+            reliably training with another seed reproduces the difference.
+        user_t, user_wilcoxon: for ranking metrics, the paired t-test and Wilcoxon signed-rank
+            test over test users (each user's metric averaged over a model's seeds): whether the
+            difference holds across this test set's users. It does not see seed-to-seed
+            variance, so a model with one bad seed can still differ "significantly" per user; read
+            it together with ``seed_t``.
     """
 
     metric: str
     a: str
     b: str
-    unit: str
-    t_test: PairedTest | None
-    wilcoxon: PairedTest | None = None
-
-    @property
-    def p_value(self) -> float | None:
-        """The p-value shown first: Wilcoxon's for per-user pairs, else the t-test's."""
-        test = self.wilcoxon or self.t_test
-        return None if test is None else test.p_value
+    difference: float
+    seed_t: PairedTest | None
+    user_t: PairedTest | None = None
+    user_wilcoxon: PairedTest | None = None
 
 
 @dataclass
@@ -182,15 +183,15 @@ def analyze(runs: list[RunRecord], level: float = 0.95) -> Comparison:
 
 
 def _pair(metric: str, a: str, b: str, runs_a: list[RunRecord], runs_b: list[RunRecord]) -> PairResult:
-    users_a, users_b = _user_means(runs_a, metric), _user_means(runs_b, metric)
-    if users_a is not None and users_b is not None and np.array_equal(users_a[0], users_b[0]) and len(users_a[0]) >= 2:
-        return PairResult(metric, a, b, "users", paired_t_test(users_a[1], users_b[1]), wilcoxon_test(users_a[1], users_b[1]))
     by_seed_a = {r.seed: r.test_metrics()[metric] for r in runs_a}
     by_seed_b = {r.seed: r.test_metrics()[metric] for r in runs_b}
+    difference = float(np.mean(list(by_seed_a.values())) - np.mean(list(by_seed_b.values())))
     seeds = sorted(set(by_seed_a) & set(by_seed_b))
-    if len(seeds) < 2:
-        return PairResult(metric, a, b, "seeds", None)
-    return PairResult(metric, a, b, "seeds", paired_t_test([by_seed_a[s] for s in seeds], [by_seed_b[s] for s in seeds]))
+    seed_t = paired_t_test([by_seed_a[s] for s in seeds], [by_seed_b[s] for s in seeds]) if len(seeds) >= 2 else None
+    users_a, users_b = _user_means(runs_a, metric), _user_means(runs_b, metric)
+    if users_a is not None and users_b is not None and np.array_equal(users_a[0], users_b[0]) and len(users_a[0]) >= 2:
+        return PairResult(metric, a, b, difference, seed_t, paired_t_test(users_a[1], users_b[1]), wilcoxon_test(users_a[1], users_b[1]))
+    return PairResult(metric, a, b, difference, seed_t)
 
 
 def _protocol_warnings(labels: list[str], metrics: list[str], spreads: dict[str, dict[str, Spread]]) -> list[str]:

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from recforge.reporting.analysis import Comparison
-from recforge.reporting.markdown import MULTI_TASK_NOTE, PAIR_HEADER, metric_rows, pair_cells
+from recforge.reporting.markdown import MULTI_TASK_NOTE, PAIR_HEADER, PAIR_NOTE, metric_rows, pair_cells
 
 _STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto; max-width: 1200px;
@@ -61,9 +61,7 @@ def comparison_html(comparison: Comparison, images: dict[str, Path] | None = Non
         parts.append(f'<p class="note">{html.escape(MULTI_TASK_NOTE.replace("`", ""))}</p>')
     if comparison.pairs:
         parts += ["<h2>Pairwise tests</h2>",
-                  '<p class="note">Differences A − B. Ranking metrics paired per user (averaged over seeds), other '
-                  "metrics per seed; effect size d_z = mean / sd of the paired differences; no correction for "
-                  "multiple comparisons.</p>",
+                  f'<p class="note">{html.escape(PAIR_NOTE)}</p>',
                   _table(PAIR_HEADER, [pair_cells(p) for p in comparison.pairs], table_id="pairs")]
     if comparison.warnings:
         parts.append('<h2>Warnings</h2><div class="warn"><ul>'

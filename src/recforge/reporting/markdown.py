@@ -24,18 +24,27 @@ def format_p(p: float | None) -> str:
 
 def pair_cells(pair: PairResult) -> list[str]:
     """The cells of one row of the pairwise table (see :data:`PAIR_HEADER`)."""
-    t, w = pair.t_test, pair.wilcoxon
-    diff = "n/a" if t is None else f"{t.mean_difference:+.4f}"
-    effect = "n/a" if t is None else f"{t.effect_size:+.3f}"
-    units = f"{t.n} {pair.unit}" if t is not None else f"< 2 common {pair.unit}"
-    return [pair.metric, pair.a, pair.b, diff, units, format_p(t.p_value if t else None),
-            format_p(w.p_value) if w else "—", effect]
+    seed, user_t, user_w = pair.seed_t, pair.user_t, pair.user_wilcoxon
+    return [
+        pair.metric, pair.a, pair.b, f"{pair.difference:+.4f}",
+        format_p(seed.p_value) + f" ({seed.n})" if seed else "n/a (< 2 common seeds)",
+        f"{seed.effect_size:+.2f}" if seed else "—",
+        format_p(user_t.p_value) if user_t else "—",
+        format_p(user_w.p_value) if user_w else "—",
+        f"{user_t.effect_size:+.3f}" if user_t else "—",
+    ]
 
+
+PAIR_HEADER = ["metric", "A", "B", "A − B", "p per seed (t, n)", "d_z per seed", "p per user (t)", "p per user (Wilcoxon)", "d_z per user"]
+
+PAIR_NOTE = ("Differences A − B of the means. Per seed: paired t-test over the seeds both models ran (does the "
+             "difference survive retraining?). Per user, ranking metrics only: each user's metric averaged over a "
+             "model's seeds, paired t-test and Wilcoxon signed-rank test over the test users (does it hold across "
+             "users?); blind to seed-to-seed variance, so read both. Effect size d_z = mean / sd of the paired "
+             "differences. p-values are not corrected for multiple comparisons.")
 
 MULTI_TASK_NOTE = ("Multi-task runs: `test/<task>/...` are per task; `test/auc` and `test/log_loss` without a task "
                    "are the means over the tasks (the quantity early stopping monitors).")
-
-PAIR_HEADER = ["metric", "A", "B", "A − B", "paired over", "p (paired t)", "p (Wilcoxon)", "effect d_z"]
 
 
 def metric_rows(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
@@ -78,9 +87,7 @@ def comparison_markdown(comparison: Comparison, images: dict[str, str] | None = 
         parts += [MULTI_TASK_NOTE, ""]
     if comparison.pairs:
         parts += ["## Pairwise tests", "",
-                  "Differences A − B. Ranking metrics are paired per user (each user's metric averaged over seeds); "
-                  "other metrics per seed. Effect size d_z = mean / sd of the paired differences. "
-                  "p-values are not corrected for multiple comparisons.", "",
+                  PAIR_NOTE, "",
                   _table(PAIR_HEADER, [pair_cells(p) for p in comparison.pairs]), ""]
     if comparison.warnings:
         parts += ["## Warnings", ""] + [f"- {w}" for w in comparison.warnings] + [""]

@@ -36,9 +36,9 @@ def comparison_dict(comparison: Comparison) -> dict[str, Any]:
         "values": comparison.values,
         "spreads": {lab: {m: dataclasses.asdict(s) for m, s in per.items()} for lab, per in comparison.spreads.items()},
         "pairs": [
-            {"metric": p.metric, "a": p.a, "b": p.b, "unit": p.unit,
-             "t_test": dataclasses.asdict(p.t_test) if p.t_test else None,
-             "wilcoxon": dataclasses.asdict(p.wilcoxon) if p.wilcoxon else None}
+            {"metric": p.metric, "a": p.a, "b": p.b, "difference": p.difference,
+             **{name: dataclasses.asdict(test) if test else None
+                for name, test in (("seed_t", p.seed_t), ("user_t", p.user_t), ("user_wilcoxon", p.user_wilcoxon))}}
             for p in comparison.pairs
         ],
         "warnings": comparison.warnings,
