@@ -306,7 +306,7 @@ def compare(
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key of every run: section.key=value.")] = None,
     data_dir: DataDir = None,
     output_dir: Annotated[Path, typer.Option(help="Where run directories go (finished ones there are reused).")] = Path("runs"),
-    report_dir: Annotated[Optional[Path], typer.Option(help="Where the report goes (default: <output-dir>/compare-<dataset>-<models>).")] = None,
+    report_dir: Annotated[Optional[Path], typer.Option(help="Where the report goes (default: <output-dir>/compare-<dataset>-<models>-seeds<first>-<last>).")] = None,
     threads: Annotated[Optional[int], typer.Option(help="torch CPU threads (default: all cores).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="Only the final tables.")] = False,
 ) -> None:
@@ -411,12 +411,12 @@ def _print_comparison(comparison: Any, files: dict[str, Path]) -> None:
     by_pair: dict[tuple[str, str], list[Any]] = {}
     for pair in comparison.pairs:
         by_pair.setdefault((pair.a, pair.b), []).append(pair)
-    for (a, b), rows in by_pair.items():
+    for (a, b), pairs in by_pair.items():
         table = Table(title=f"{escape(a)} − {escape(b)}: paired tests (uncorrected p)")
         table.add_column("metric", overflow="fold")  # long per-task names fold; the numbers never do
         for name in ("diff", "p seeds (n)", "d_z seeds", "p users t", "p users W"):
             table.add_column(name, no_wrap=True)
-        for pair in rows:
+        for pair in pairs:
             cells = pair_cells(pair)
             table.add_row(escape(cells[0]), *cells[3:8])
         out.print(table)
