@@ -127,7 +127,8 @@ def analyze(runs: list[RunRecord], level: float = 0.95) -> Comparison:
         level: confidence level of the intervals.
 
     Raises:
-        ValueError: if ``runs`` is empty, a label repeats a seed, or the runs share no test metric.
+        ValueError: if ``runs`` is empty, comes from more than one dataset, shares no numeric test
+            metric, or holds a non-finite metric value (the run is named).
     """
     if not runs:
         raise ValueError("no runs to analyse")
