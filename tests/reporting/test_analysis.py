@@ -109,7 +109,7 @@ def test_non_finite_metric_names_the_run():
 def test_labels_tell_configs_of_one_model_apart():
     runs = label_runs([_run("gmf", 1, {"auc": 0.7}, factors=8), _run("gmf", 2, {"auc": 0.7}, factors=8),
                        _run("gmf", 1, {"auc": 0.7}, factors=16)])
-    assert runs[0].label == runs[1].label != runs[2].label and runs[0].label.startswith("gmf [")
+    assert runs[0].label == runs[1].label == "gmf (factors=8)" and runs[2].label == "gmf (factors=16)"
 
 
 def test_one_bad_seed_shows_per_seed_but_not_per_user():

@@ -132,13 +132,45 @@ def find_runs(paths: list[str | Path]) -> list[RunRecord]:
 def label_runs(runs: list[RunRecord]) -> list[RunRecord]:
     """Give every group of runs (same config but the seed) a distinct label, in place.
 
-    Groups of one model with different configs are told apart by a short config fingerprint.
+    Groups of one model with different configs are told apart by the settings that differ, for
+    example ``gmf (factors=16)``; when more than three settings differ, by a short config
+    fingerprint in brackets.
     """
-    groups: dict[str, set[str]] = {}
+    def base(run: RunRecord) -> str:
+        return run.config.model_name + ("+pretrain" if run.config.pretrain.enabled else "")
+
+    groups: dict[str, dict[str, dict[str, Any]]] = {}
     for run in runs:
-        base = run.config.model_name + ("+pretrain" if run.config.pretrain.enabled else "")
-        groups.setdefault(base, set()).add(run.group_key)
+        groups.setdefault(base(run), {})[run.group_key] = _flat(run.config.replace(seed=0).to_dict())
+    names: dict[tuple[str, str], str] = {}
+    for name, configs in groups.items():
+        if len(configs) == 1:
+            names.update({(name, key): name for key in configs})
+            continue
+        keys = sorted({k for c in configs.values() for k in c})
+        differing = [k for k in keys if len({repr(c.get(k)) for c in configs.values()}) > 1]
+        # Paths of pre-trained runs differ whenever anything else does: name the settings instead.
+        differing = [k for k in differing if not k.endswith("_run")] or differing
+        for key, flat in configs.items():
+            if len(differing) <= 3:
+                shown = ", ".join(f"{k.split('.')[-1]}={_short(flat.get(k))}" for k in differing)
+                names[(name, key)] = f"{name} ({shown})"
+            else:
+                names[(name, key)] = f"{name} [{key[:6]}]"
     for run in runs:
-        base = run.config.model_name + ("+pretrain" if run.config.pretrain.enabled else "")
-        run.label = base if len(groups[base]) == 1 else f"{base} [{run.group_key[:6]}]"
+        run.label = names[(base(run), run.group_key)]
     return runs
+
+
+def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out
+    return {prefix.rstrip("."): value}
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+    return text if len(text) <= 24 else text[:21] + "..."
