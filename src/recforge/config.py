@@ -67,7 +67,9 @@ class TrainConfig:
         batch_size: examples per step (positives and negatives together).
         optimizer: adam, sgd or adagrad.
         lr: learning rate.
-        weight_decay: L2 penalty added by the optimiser.
+        weight_decay: L2 penalty added by the optimiser (to every row of every table, every step).
+        embedding_l2: lambda of a per-example L2 penalty on the embedding rows each batch looks
+            up, lambda / B * sum ||e||^2 (0: off); see ``recforge.training.regularization``.
         num_negatives: sampled negatives per observed interaction, redrawn every epoch.
         monitor: validation metric used for model selection and early stopping; ``auto`` is
             ``valid/ndcg@K`` (first K) for implicit feedback and ``valid/auc`` for CTR data.
@@ -96,6 +98,7 @@ class TrainConfig:
     optimizer: str = "adam"
     lr: float = 0.001
     weight_decay: float = 0.0
+    embedding_l2: float = 0.0
     num_negatives: int = 4
     monitor: str = "auto"
     patience: int | None = None
@@ -119,6 +122,8 @@ class TrainConfig:
             raise ConfigError(f"train.optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.weight_decay < 0:
             raise ConfigError(f"train.weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0.0 <= self.embedding_l2 < float("inf"):
+            raise ConfigError(f"train.embedding_l2 must be a finite number >= 0, got {self.embedding_l2}")
         if self.num_negatives < 1:
             raise ConfigError(f"train.num_negatives must be >= 1 (BCE needs negatives), got {self.num_negatives}")
         if not self.ks:

@@ -32,6 +32,7 @@ from recforge.errors import ConfigError, TrainingError
 from recforge.evaluation.protocols import pointwise_metrics, score_rows, task_logits
 from recforge.training.optim import build_optimizers
 from recforge.training.records import RunRecorder
+from recforge.training.regularization import EmbeddingL2
 from recforge.training.trainer import FitResult, resolve_device
 
 CHECK_EVERY = 100  # batches between progress refreshes and NaN checks (each check syncs)
@@ -228,22 +229,23 @@ class PointwiseTrainer:
         n_batches = max(math.ceil(len(cols) / self.config.batch_size), 1)
         task = progress.add_task(f"epoch {epoch}/{self.config.epochs}", total=n_batches)
         total = torch.zeros((), dtype=torch.float64, device=self.device)
-        for step, batch in enumerate(cols.batches(self.config.batch_size, order), start=1):
-            batch = batch.to(self.device)
-            logits = task_logits(self.model(batch), self.tasks)
-            loss = masked_bce(logits, batch.labels, self.task_weights)
-            for o in optimizers:
-                o.zero_grad(set_to_none=True)
-            loss.backward()
-            for o in optimizers:
-                o.step()
-            total += loss.detach() * len(batch)
-            if step % CHECK_EVERY == 0:
-                if not torch.isfinite(total):
-                    raise TrainingError(
-                        f"training loss became non-finite in epoch {epoch}, batch {step}; lower train.lr (now {self.config.lr}) or check the data"
-                    )
-                progress.update(task, completed=step)
+        with EmbeddingL2(self.model, self.config.embedding_l2) as regulariser:
+            for step, batch in enumerate(cols.batches(self.config.batch_size, order), start=1):
+                batch = batch.to(self.device)
+                logits = task_logits(self.model(batch), self.tasks)
+                loss = masked_bce(logits, batch.labels, self.task_weights)
+                for o in optimizers:
+                    o.zero_grad(set_to_none=True)
+                (loss + regulariser.penalty()).backward()
+                for o in optimizers:
+                    o.step()
+                total += loss.detach() * len(batch)  # the logged loss is the BCE alone
+                if step % CHECK_EVERY == 0:
+                    if not torch.isfinite(total):
+                        raise TrainingError(
+                            f"training loss became non-finite in epoch {epoch}, batch {step}; lower train.lr (now {self.config.lr}) or check the data"
+                        )
+                    progress.update(task, completed=step)
         progress.update(task, completed=n_batches, visible=False)
         value = float(total.item()) / max(len(cols), 1)
         if not math.isfinite(value):

@@ -29,6 +29,7 @@ from recforge.errors import ConfigError, TrainingError
 from recforge.evaluation.protocols import evaluate_full_ranking, evaluate_sampled
 from recforge.training.optim import build_optimizer
 from recforge.training.records import RunRecorder
+from recforge.training.regularization import EmbeddingL2
 
 PROGRESS_EVERY = 200  # batches between progress-bar refreshes (refreshing costs ~20 us a call)
 
@@ -287,16 +288,17 @@ class Trainer:
         n_batches = math.ceil(len(pairs) / self.config.batch_size)
         task = progress.add_task(f"epoch {epoch}/{epochs}", total=n_batches)
         total = torch.zeros((), dtype=torch.float64, device=self.device)
-        for step, batch in enumerate(iterate_batches(pairs, labels, self.config.batch_size, order), start=1):
-            batch = batch.to(self.device)
-            logits = self.model(batch)
-            loss = F.binary_cross_entropy_with_logits(logits, batch.labels[:, 0])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total.add_(loss.detach(), alpha=len(batch))  # one op per step
-            if step % PROGRESS_EVERY == 0:
-                progress.update(task, completed=step)
+        with EmbeddingL2(self.model, self.config.embedding_l2) as regulariser:
+            for step, batch in enumerate(iterate_batches(pairs, labels, self.config.batch_size, order), start=1):
+                batch = batch.to(self.device)
+                logits = self.model(batch)
+                loss = F.binary_cross_entropy_with_logits(logits, batch.labels[:, 0])
+                optimizer.zero_grad(set_to_none=True)
+                (loss + regulariser.penalty()).backward()
+                optimizer.step()
+                total.add_(loss.detach(), alpha=len(batch))  # one op per step; the logged loss is the BCE alone
+                if step % PROGRESS_EVERY == 0:
+                    progress.update(task, completed=step)
         progress.update(task, completed=n_batches, visible=False)
         return float(total.item()) / len(pairs)
 
