@@ -81,3 +81,21 @@ def test_pointwise_examples_layout():
     assert np.array_equal(pairs[:3], np.stack([users, items], 1))
     assert np.array_equal(pairs[3:, 0], np.repeat(users, 4))
     assert not index.contains(pairs[3:, 0], pairs[3:, 1]).any()
+
+
+@settings(max_examples=100, deadline=None)
+@given(interactions(), st.integers(0, 2**32 - 1))
+def test_dense_table_and_binary_search_agree_with_a_set(data, seed):
+    users, items, num_items = data
+    rng = np.random.default_rng(seed)
+    # queries include users with no positives, beyond the largest known user id
+    q_users = rng.integers(0, users.max() + 3, size=200)
+    q_items = rng.integers(0, num_items, size=200)
+    positives = set(zip(users.tolist(), items.tolist()))
+    expected = np.array([(u, i) in positives for u, i in zip(q_users.tolist(), q_items.tolist())])
+    dense = InteractionIndex(users, items, num_items)
+    searched = InteractionIndex(users, items, num_items)
+    searched.DENSE_CELLS = 0  # force the sorted-key path
+    np.testing.assert_array_equal(dense.contains(q_users, q_items), expected)
+    np.testing.assert_array_equal(searched.contains(q_users, q_items), expected)
+    assert dense._dense is not None and searched._dense is None
