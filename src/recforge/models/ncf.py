@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from recforge.data.batches import Batch
 from recforge.data.schema import Schema
 from recforge.errors import ConfigError
+from recforge.layers.embedding import EmbeddingTable
 from recforge.layers.mlp import MLP, lecun_uniform_
 from recforge.models.registry import register_model
 
@@ -68,7 +69,7 @@ class NCFConfig:
 
 
 def _embedding(num: int, dim: int, std: float) -> nn.Embedding:
-    table = nn.Embedding(num, dim)
+    table = EmbeddingTable(num, dim)
     nn.init.normal_(table.weight, mean=0.0, std=std)
     return table
 
@@ -90,8 +91,8 @@ class MF(nn.Module):
         nu, ni = schema["user"].vocab_size, schema["item"].vocab_size
         self.user_embedding = _embedding(nu, config.factors, config.init_std)
         self.item_embedding = _embedding(ni, config.factors, config.init_std)
-        self.user_bias = nn.Embedding(nu, 1)
-        self.item_bias = nn.Embedding(ni, 1)
+        self.user_bias = EmbeddingTable(nu, 1)
+        self.item_bias = EmbeddingTable(ni, 1)
         nn.init.zeros_(self.user_bias.weight)
         nn.init.zeros_(self.item_bias.weight)
         self.global_bias = nn.Parameter(torch.zeros(1))
