@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -147,3 +148,31 @@ def test_warns_when_no_epoch_beats_the_initial_model():
     with pytest.warns(UserWarning, match="no training epoch beat the initial model"):
         result = Trainer(model, data, TrainConfig(epochs=2, batch_size=64, lr=100.0, full_ranking=False), seed=0).fit()
     assert result.summary["selected_epoch"] == 0
+
+
+def test_pretrained_gmf_is_reused_whatever_the_mlp_layers(tmp_path):
+    """GMF has no MLP tower: a GMF run matches a NeuMF whose mlp_layers differ from the default,
+    and pre-training trains GMF without mlp_layers; a GMF with other factors is refused."""
+    import yaml
+
+    from recforge.config import from_dict
+    from recforge.errors import ConfigError
+    from recforge.training.experiment import run_experiment
+
+    data = clustered_data()
+    train = {"epochs": 1, "batch_size": 64, "full_ranking": False}
+    gmf = run_experiment(from_dict({"model": {"name": "gmf", "factors": 4}, "train": train}), output_dir=tmp_path, data=data)
+    layers = {"name": "neumf", "factors": 4, "mlp_layers": [16, 8, 4]}
+    neumf = from_dict({"model": layers, "train": train, "pretrain": {"enabled": True, "gmf_run": str(gmf.path)}})
+    result = run_experiment(neumf, output_dir=tmp_path, data=data)
+    assert result.summary["pretrained_gmf_run"] == str(gmf.path)
+    mlp_run = Path(result.summary["pretrained_mlp_run"])
+    assert yaml.safe_load((mlp_run / "config.yaml").read_text())["model"]["mlp_layers"] == [16, 8, 4]
+
+    fresh = run_experiment(neumf.replace(pretrain=neumf.pretrain.__class__(enabled=True)), output_dir=tmp_path, data=data)
+    trained_gmf = Path(fresh.summary["pretrained_gmf_run"])
+    assert yaml.safe_load((trained_gmf / "config.yaml").read_text())["model"]["mlp_layers"] is None
+
+    other = from_dict({"model": {**layers, "factors": 8}, "train": train, "pretrain": {"enabled": True, "gmf_run": str(gmf.path)}})
+    with pytest.raises(ConfigError, match="trained gmf"):
+        run_experiment(other, output_dir=tmp_path, data=data)

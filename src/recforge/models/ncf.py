@@ -20,6 +20,7 @@ Shape letters: B batch, f predictive factors.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -60,6 +61,11 @@ class NCFConfig:
             raise ConfigError(
                 f"model.mlp_layers must hold >= 2 positive widths with an even first entry, got {list(layers)}"
             )
+
+    def used_by(self, model_name: str) -> "NCFConfig":
+        """This config with what ``model_name`` ignores reset (MF and GMF have no MLP tower), so
+        two GMF runs that differ only in ``mlp_layers`` count as the same model."""
+        return dataclasses.replace(self, mlp_layers=None) if model_name in ("mf", "gmf") else self
 
     @property
     def tower(self) -> tuple[int, ...]:
