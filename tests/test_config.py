@@ -96,3 +96,12 @@ def test_non_utf8_config(tmp_path):
     path.write_bytes("model: {name: gmf}  # caf\xe9\n".encode("latin-1"))
     with pytest.raises(ConfigError, match="not UTF-8"):
         read_yaml(path)
+
+
+def test_settings_a_model_ignores_are_dropped_from_its_config():
+    gmf = from_dict({"model": {"name": "gmf", "factors": 8, "mlp_layers": [64, 32, 16, 8]}})
+    assert gmf.model.mlp_layers is None
+    assert gmf == from_dict({"model": {"name": "gmf", "factors": 8}})
+    neumf = from_dict({"model": {"name": "neumf", "factors": 8, "mlp_layers": [64, 32, 16, 8]}})
+    assert neumf.model.mlp_layers == (64, 32, 16, 8)
+    assert neumf.replace(model_name="gmf").model.mlp_layers is None

@@ -219,6 +219,13 @@ class ExperimentConfig:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     seed: int = 42
 
+    def __post_init__(self) -> None:
+        # Settings the model ignores are dropped (for example mlp_layers of a GMF), so runs that
+        # differ only there have one config: reuse, resume and pre-training find each other.
+        used_by = getattr(self.model, "used_by", None)
+        if used_by is not None:
+            object.__setattr__(self, "model", used_by(self.model_name))
+
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (YAML/JSON-safe); ``from_dict`` round-trips it."""
         return {

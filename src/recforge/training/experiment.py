@@ -186,9 +186,7 @@ def run_experiment(
         parts = {}
         for name, given in (("gmf", config.pretrain.gmf_run), ("mlp", config.pretrain.mlp_run)):
             sub_config = config.replace(
-                model_name=name,
-                model=config.model.used_by(name),
-                pretrain=dataclasses.replace(config.pretrain, enabled=False, gmf_run=None, mlp_run=None),
+                model_name=name, pretrain=dataclasses.replace(config.pretrain, enabled=False, gmf_run=None, mlp_run=None)
             )
             if given:
                 parts[name] = load_trained_model(given, expect=sub_config)
@@ -231,12 +229,6 @@ def _keep_or_remove_partial_run(path: Path, exc: BaseException) -> None:
         print(note, file=sys.stderr)
 
 
-def _used_model_config(config: ExperimentConfig) -> Any:
-    """The model settings that matter to ``config.model_name`` (see ``NCFConfig.used_by``)."""
-    used_by = getattr(config.model, "used_by", None)
-    return used_by(config.model_name) if used_by else config.model
-
-
 def load_trained_model(run_dir: str | Path, expect: ExperimentConfig | None = None) -> nn.Module:
     """Rebuild a run's model from its config and load the selected checkpoint.
 
@@ -251,7 +243,7 @@ def load_trained_model(run_dir: str | Path, expect: ExperimentConfig | None = No
     if expect is not None:
         if config.data != expect.data:
             raise ConfigError(f"{run_dir} was trained on {config.data}, expected {expect.data}")
-        if (config.model_name, _used_model_config(config)) != (expect.model_name, _used_model_config(expect)):
+        if (config.model_name, config.model) != (expect.model_name, expect.model):
             raise ConfigError(
                 f"{run_dir} trained {config.model_name} {config.model}, expected {expect.model_name} {expect.model}"
             )
