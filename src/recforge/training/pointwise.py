@@ -236,7 +236,7 @@ class PointwiseTrainer:
                 loss = masked_bce(logits, batch.labels, self.task_weights)
                 for o in optimizers:
                     o.zero_grad(set_to_none=True)
-                (loss + regulariser.penalty()).backward()
+                (loss + regulariser.penalty() if regulariser.active else loss).backward()
                 for o in optimizers:
                     o.step()
                 total += loss.detach() * len(batch)  # the logged loss is the BCE alone

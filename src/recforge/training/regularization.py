@@ -2,11 +2,11 @@
 
 Weight decay in the optimiser shrinks every row of a table at every step, including the rows of
 users and items that are not in the batch; with Adam (coupled decay) their update is then the
-normalised decay gradient alone, a full ``lr``-sized step towards zero each step, which
-collapses a 64-factor GMF on MovieLens-1M (measured: HR@10 falls to ItemPop level). The usual
+normalised decay gradient alone, a full ``lr``-sized step towards zero each step (measured:
+``weight_decay`` 1e-5 collapsed a 64-factor GMF on MovieLens-1M to a constant model). The usual
 remedy in collaborative filtering is to penalise only the rows used by each example (Koren,
 Bell & Volinsky 2009, Eq. 2; Rendle et al. 2020, "Neural Collaborative Filtering vs. Matrix
-Factorization Revisited", Sec. 4): a row is shrunk in proportion to how often it is seen.
+Factorization Revisited"): a row is shrunk in proportion to how often it is seen.
 
     penalty = lambda / B * sum_b sum_tables ||e_{table}(x_b)||^2
 """
@@ -58,6 +58,11 @@ class EmbeddingL2:
         for handle in self._handles:
             handle.remove()
         self._handles, self._rows = [], []
+
+    @property
+    def active(self) -> bool:
+        """Whether the penalty is on (weight > 0)."""
+        return self.weight > 0
 
     def penalty(self) -> Tensor | float:
         """lambda / B * the squared norm of the rows looked up since the last call (B: rows of

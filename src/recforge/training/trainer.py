@@ -294,7 +294,7 @@ class Trainer:
                 logits = self.model(batch)
                 loss = F.binary_cross_entropy_with_logits(logits, batch.labels[:, 0])
                 optimizer.zero_grad(set_to_none=True)
-                (loss + regulariser.penalty()).backward()
+                (loss + regulariser.penalty() if regulariser.active else loss).backward()
                 optimizer.step()
                 total.add_(loss.detach(), alpha=len(batch))  # one op per step; the logged loss is the BCE alone
                 if step % PROGRESS_EVERY == 0:
