@@ -9,12 +9,37 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import Tensor
 
 
 def _empty_dense(n: int) -> Tensor:
     return torch.empty((n, 0), dtype=torch.float32)
+
+
+def take_rows(table: Tensor, rows: Tensor) -> Tensor:
+    """``table[rows]`` along the first dimension: the same values, gathered faster on CPU.
+
+    A random gather of millions of rows is bound by cache misses, and torch's advanced
+    indexing pays more per row than NumPy's ``take``: for the 4.97 M (user, item) pairs of an
+    NCF epoch, ``pairs[perm]`` took 525 ms, ``index_select`` 187 ms and ``np.take`` 66 ms on
+    this project's 2-core machine (one thread). CPU tensors of NumPy dtypes go through
+    ``np.take``; anything else (CUDA, bfloat16) through ``index_select``.
+
+    Args:
+        table: [N, ...] tensor.
+        rows: int64 [M] row indices in ``0..N-1``.
+
+    Returns:
+        A new contiguous [M, ...] tensor, equal to ``table[rows]``.
+
+    Raises:
+        IndexError: if an index is out of range.
+    """
+    if table.device.type == "cpu" and rows.device.type == "cpu" and table.dtype != torch.bfloat16:
+        return torch.from_numpy(np.take(table.numpy(), rows.numpy(), axis=0))
+    return table.index_select(0, rows.to(table.device))
 
 
 @dataclass(frozen=True)
@@ -82,7 +107,7 @@ def iterate_batches(
     if shuffle:
         # One gather per epoch; every batch is then a contiguous view (no per-batch indexing).
         perm = torch.randperm(n, generator=generator)
-        sparse_features, labels = sparse_features[perm], labels[perm]
+        sparse_features, labels = take_rows(sparse_features, perm), take_rows(labels, perm)
     for start in range(0, n, batch_size):
         end = start + batch_size
         yield Batch(sparse_features=sparse_features[start:end], labels=labels[start:end])

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from recforge.data.batches import Batch
+from recforge.data.batches import Batch, take_rows
 from recforge.data.preprocessing import EncodedColumns
 from recforge.data.schema import Schema
 
@@ -84,9 +84,10 @@ class TensorColumns:
 
     def permuted(self, perm: torch.Tensor) -> "TensorColumns":
         out = object.__new__(TensorColumns)
-        out.sparse, out.dense, out.labels = self.sparse[perm], self.dense[perm], self.labels[perm]
-        out.sequences = {k: v[perm] for k, v in self.sequences.items()}
-        out.lengths = {k: v[perm] for k, v in self.lengths.items()}
+        out.sparse, out.dense = take_rows(self.sparse, perm), take_rows(self.dense, perm)
+        out.labels = take_rows(self.labels, perm)
+        out.sequences = {k: take_rows(v, perm) for k, v in self.sequences.items()}
+        out.lengths = {k: take_rows(v, perm) for k, v in self.lengths.items()}
         return out
 
     def batch(self, start: int, end: int) -> Batch:
