@@ -180,11 +180,12 @@ class NeuMF(nn.Module):
 
     def forward(self, batch: Batch) -> Tensor:
         users, items = _ids(batch)
-        u, i = self.user_embedding(users), self.item_embedding(items)
-        f = self.config.factors
-        gmf = u[:, :f] * i[:, :f]
-        mlp = self.tower(torch.cat([u[:, f:], i[:, f:]], dim=1))
-        return self.predict(torch.cat([gmf, mlp], dim=1)).squeeze(1)
+        widths = [self.config.factors, self.user_embedding.embedding_dim - self.config.factors]
+        # split, not two slices: its backward is one cat instead of zero-filled slice gradients
+        u_gmf, u_mlp = self.user_embedding(users).split(widths, dim=1)
+        i_gmf, i_mlp = self.item_embedding(items).split(widths, dim=1)
+        mlp = self.tower(torch.cat([u_mlp, i_mlp], dim=1))
+        return self.predict(torch.cat([u_gmf * i_gmf, mlp], dim=1)).squeeze(1)
 
     @torch.no_grad()
     def load_pretrained(self, gmf: GMF, mlp: NCFMLP, alpha: float = 0.5) -> "NeuMF":
