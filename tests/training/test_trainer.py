@@ -176,3 +176,37 @@ def test_pretrained_gmf_is_reused_whatever_the_mlp_layers(tmp_path):
     other = from_dict({"model": {**layers, "factors": 8}, "train": train, "pretrain": {"enabled": True, "gmf_run": str(gmf.path)}})
     with pytest.raises(ConfigError, match="trained gmf"):
         run_experiment(other, output_dir=tmp_path, data=data)
+
+
+@pytest.mark.parametrize("patience", [None, 2])
+def test_prefetching_the_next_epoch_changes_nothing_but_timing(tmp_path, monkeypatch, patience):
+    """Epoch k+1's negatives are drawn on a thread during epoch k; the run must be identical to
+    drawing them in the loop, including the generator states a checkpoint keeps, and with an
+    early stop that leaves one drawn epoch unused."""
+    from recforge.config import ExperimentConfig
+    from recforge.training import trainer as trainer_module
+    from recforge.training.records import RunRecorder
+
+    data = clustered_data()
+    cfg = TrainConfig(epochs=6, batch_size=50, lr=0.01, patience=patience, full_ranking=False)
+    runs = {}
+    for cpus in (1, 2):
+        monkeypatch.setattr(trainer_module, "usable_cpus", lambda cpus=cpus: cpus)
+        torch.manual_seed(0)
+        model = build_model("gmf", data.schema, NCFConfig(factors=8))
+        recorder = RunRecorder(tmp_path / str(cpus), ExperimentConfig(model_name="gmf", model=NCFConfig(factors=8), train=cfg))
+        result = Trainer(model, data, cfg, seed=3, recorder=recorder).fit()
+        runs[cpus] = (result, model, torch.load(recorder.path / "checkpoint.pt", weights_only=False))
+    (r1, m1, c1), (r2, m2, c2) = runs[1], runs[2]
+    assert [h["train/loss"] for h in r1.history[1:]] == [h["train/loss"] for h in r2.history[1:]]
+    assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
+    assert c1["epoch"] == c2["epoch"] and c1["numpy_rng"] == c2["numpy_rng"]
+    assert torch.equal(c1["order_rng"], c2["order_rng"])
+    # the checkpoint's sampler state is the one right after the selected epoch's draw
+    rng, order = np.random.default_rng([3, 2]), torch.Generator().manual_seed(3)
+    from recforge.data.sampling import pointwise_examples
+
+    for _ in range(c1["epoch"]):
+        pairs, _ = pointwise_examples(data.train_users, data.train_items, data.train_index(), cfg.num_negatives, rng)
+        torch.randperm(len(pairs), generator=order)
+    assert c1["numpy_rng"] == rng.bit_generator.state and torch.equal(c1["order_rng"], order.get_state())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -22,16 +23,40 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from recforge.config import TrainConfig
-from recforge.data.batches import iterate_batches
+from recforge.data.batches import iterate_batches, take_rows
 from recforge.data.interactions import LeaveOneOutData
 from recforge.data.sampling import InteractionIndex, pointwise_examples
 from recforge.errors import ConfigError, TrainingError
 from recforge.evaluation.protocols import evaluate_full_ranking, evaluate_sampled
 from recforge.training.optim import build_optimizer
+from recforge.training.prefetch import EpochPrefetcher
 from recforge.training.records import RunRecorder
 from recforge.training.regularization import EmbeddingL2
 
 PROGRESS_EVERY = 200  # batches between progress-bar refreshes (refreshing costs ~20 us a call)
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class EpochExamples:
+    """One epoch's training examples, already shuffled, and the sampling generators' states
+    right after drawing them (what a checkpoint of this epoch must hold).
+
+    Attributes:
+        pairs: int64 [N, 2] (user, item) in training order.
+        labels: float32 [N, 1], 1 for a positive, 0 for a sampled negative.
+        numpy_rng: ``bit_generator.state`` of the negative sampler's generator.
+        order_rng: state of the torch generator that shuffles the examples.
+    """
+
+    pairs: torch.Tensor
+    labels: torch.Tensor
+    numpy_rng: dict[str, Any]
+    order_rng: torch.Tensor
 
 
 def resolve_device(name: str) -> torch.device:
@@ -161,6 +186,17 @@ class Trainer:
         optimizer = build_optimizer(self.model, self.optimizer_name, self.lr, cfg.weight_decay) if trainable else None
         index = self.data.train_index()
 
+        def draw() -> EpochExamples:
+            # Runs on the prefetch thread, one epoch after the other: rng and order are its own.
+            pairs, labels = pointwise_examples(self.data.train_users, self.data.train_items, index, cfg.num_negatives, rng)
+            perm = torch.randperm(len(pairs), generator=order)
+            return EpochExamples(
+                take_rows(torch.from_numpy(pairs), perm), take_rows(torch.from_numpy(labels), perm),
+                rng.bit_generator.state, order.get_state(),
+            )
+
+        drawn = EpochExamples(torch.empty(0, 2, dtype=torch.int64), torch.empty(0, 1), rng.bit_generator.state, order.get_state())
+
         best_value, best_epoch, best_state, stale = -math.inf, 0, None, 0
         if not has_validation or epochs == 0:
             best_state = copy.deepcopy(self.model.state_dict())
@@ -171,17 +207,15 @@ class Trainer:
             history.append({"epoch": 0, **initial})
             if self.recorder:
                 self.recorder.log_epoch(history[-1])
-                self._checkpoint(0, optimizer, rng, order)
+                self._checkpoint(0, optimizer, drawn)
 
         progress = self._progress()
-        with progress:
+        with progress, EpochPrefetcher(draw, epochs, background=usable_cpus() > 1) as prefetcher:
             for epoch in range(1, epochs + 1):
                 t0 = time.perf_counter()
-                pairs, labels = pointwise_examples(
-                    self.data.train_users, self.data.train_items, index, cfg.num_negatives, rng
-                )
+                drawn, _ = prefetcher.next()  # drawn during the previous epoch, except the first
                 t1 = time.perf_counter()
-                loss = self._train_epoch(epoch, epochs, torch.from_numpy(pairs), torch.from_numpy(labels), optimizer, order, progress)
+                loss = self._train_epoch(epoch, epochs, drawn.pairs, drawn.labels, optimizer, progress)
                 t2 = time.perf_counter()
                 if not math.isfinite(loss):
                     raise TrainingError(
@@ -209,7 +243,7 @@ class Trainer:
                         best_value, best_epoch, stale = value, epoch, 0
                         best_state = copy.deepcopy(self.model.state_dict())
                         if self.recorder:
-                            self._checkpoint(epoch, optimizer, rng, order)
+                            self._checkpoint(epoch, optimizer, drawn)
                     else:
                         stale += 1
                         if cfg.patience is not None and stale >= cfg.patience:
@@ -221,9 +255,9 @@ class Trainer:
                     best_state = copy.deepcopy(self.model.state_dict())
 
         if not has_validation and self.recorder:
-            self._checkpoint(best_epoch, optimizer, rng, order)
+            self._checkpoint(best_epoch, optimizer, drawn)
         if epochs == 0 and self.recorder:
-            self._checkpoint(0, optimizer, rng, order)
+            self._checkpoint(0, optimizer, drawn)
         assert best_state is not None
         if has_validation and trained_epochs(history) > 0 and best_epoch == 0:
             warnings.warn(
@@ -281,7 +315,6 @@ class Trainer:
         pairs: torch.Tensor,
         labels: torch.Tensor,
         optimizer: torch.optim.Optimizer,
-        order: torch.Generator,
         progress: Progress,
     ) -> float:
         self.model.train()
@@ -289,7 +322,7 @@ class Trainer:
         task = progress.add_task(f"epoch {epoch}/{epochs}", total=n_batches)
         total = torch.zeros((), dtype=torch.float64, device=self.device)
         with EmbeddingL2(self.model, self.config.embedding_l2) as regulariser:
-            for step, batch in enumerate(iterate_batches(pairs, labels, self.config.batch_size, order), start=1):
+            for step, batch in enumerate(iterate_batches(pairs, labels, self.config.batch_size, shuffle=False), start=1):
                 batch = batch.to(self.device)
                 logits = self.model(batch)
                 loss = F.binary_cross_entropy_with_logits(logits, batch.labels[:, 0])
@@ -302,7 +335,7 @@ class Trainer:
         progress.update(task, completed=n_batches, visible=False)
         return float(total.item()) / len(pairs)
 
-    def _checkpoint(self, epoch: int, optimizer: torch.optim.Optimizer | None, rng: np.random.Generator, order: torch.Generator) -> None:
+    def _checkpoint(self, epoch: int, optimizer: torch.optim.Optimizer | None, drawn: EpochExamples) -> None:
         assert self.recorder is not None
         self.recorder.save_checkpoint(
             {
@@ -311,8 +344,8 @@ class Trainer:
                 "model": self.model.state_dict(),
                 "optimizer": optimizer.state_dict() if optimizer is not None else None,
                 "torch_rng": torch.get_rng_state(),
-                "order_rng": order.get_state(),
-                "numpy_rng": rng.bit_generator.state,
+                "order_rng": drawn.order_rng,
+                "numpy_rng": drawn.numpy_rng,
             }
         )
 
