@@ -2,10 +2,13 @@
 
 Measures, on this machine:
 * NeuMF epochs (factors 8, 4 negatives per positive, ~4.97 M examples incl. negative
-  sampling) at batch 256 and 1024, with recforge's Trainer path: the median of ``--epochs``
-  epochs (this VM's epoch times vary by 10-30 % from one minute to the next);
-* the same epochs with a minimal hand-written PyTorch loop (per-batch random index gather,
-  default Adam), as the reference run;
+  sampling) at batch 256 and 1024, with recforge's Trainer path: wall time per epoch, the
+  median of epochs 2+ (the Trainer draws epoch k+1's negatives on a second thread during
+  epoch k) and of epoch 1 (drawn on the spot) over ``--rounds`` runs of ``--epochs`` epochs
+  (this VM's epoch times vary by 10-40 % from one minute to the next);
+* the same number of epochs with a minimal hand-written PyTorch loop (per-batch random index
+  gather, default Adam) as the reference, in blocks alternating with recforge's runs so that
+  the machine's drift affects both alike;
 * scoring and ranking all 6,040 test users (100 candidates each) and full-catalogue ranking.
 
 Run:  .venv/bin/python benchmarks/ncf_speed.py --data-dir ../shared/data
@@ -51,36 +54,40 @@ class ReferenceNeuMF(nn.Module):
         return self.out(torch.cat([g, m], 1)).squeeze(1)
 
 
-def reference_epochs(data, batch_size: int, seed: int, epochs: int) -> list[float]:
-    """Seconds of each of ``epochs`` epochs of the hand-written loop, sampling included."""
-    torch.manual_seed(seed)
-    model = ReferenceNeuMF(data.num_users, data.num_items, 8)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    index, rng, times = data.train_index(), np.random.default_rng(seed), []
-    for _ in range(epochs):
+class ReferenceLoop:
+    """The hand-written loop: one call trains one epoch (sampling included) and returns its seconds."""
+
+    def __init__(self, data, batch_size: int, seed: int):
+        torch.manual_seed(seed)
+        self.data, self.batch_size = data, batch_size
+        self.model = ReferenceNeuMF(data.num_users, data.num_items, 8)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3)
+        self.index, self.rng = data.train_index(), np.random.default_rng(seed)
+
+    def epoch(self) -> float:
         t = time.perf_counter()
-        pairs, labels = pointwise_examples(data.train_users, data.train_items, index, 4, rng)
+        pairs, labels = pointwise_examples(self.data.train_users, self.data.train_items, self.index, 4, self.rng)
         u, i, y = torch.from_numpy(pairs[:, 0]), torch.from_numpy(pairs[:, 1]), torch.from_numpy(labels[:, 0])
         perm = torch.randperm(len(y))
-        for s in range(0, len(y), batch_size):
-            idx = perm[s : s + batch_size]
-            loss = F.binary_cross_entropy_with_logits(model(u[idx], i[idx]), y[idx])
-            opt.zero_grad()
+        for s in range(0, len(y), self.batch_size):
+            idx = perm[s : s + self.batch_size]
+            loss = F.binary_cross_entropy_with_logits(self.model(u[idx], i[idx]), y[idx])
+            self.opt.zero_grad()
             loss.backward()
-            opt.step()
-        times.append(time.perf_counter() - t)
-    return times
+            self.opt.step()
+        return time.perf_counter() - t
 
 
 def recforge_epochs(data, batch_size: int, seed: int, epochs: int) -> tuple[list[float], Trainer]:
-    """Seconds (sampling + training) of each of ``epochs`` epochs of recforge's Trainer."""
+    """Wall seconds of each epoch of one recforge Trainer run: the time the loop waited for the
+    epoch's examples plus the training. From epoch 2 on, the examples were drawn on a second
+    thread during the previous epoch (``EpochPrefetcher``); epoch 1 draws them on the spot."""
     torch.manual_seed(seed)
     model = build_model("neumf", data.schema, NCFConfig(factors=8))
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, full_ranking=False, report_best_test_epoch=False)
     trainer = Trainer(model, data, cfg, seed=seed)
-    result = trainer.fit()
-    times = [r["seconds/sampling"] + r["seconds/train"] for r in result.history if r["epoch"] > 0]
-    return times, trainer
+    history = trainer.fit().history
+    return [r["seconds/sampling"] + r["seconds/train"] for r in history if r["epoch"] > 0], trainer
 
 
 def _spread(times: list[float]) -> str:
@@ -91,7 +98,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default=os.environ.get("RECFORGE_DATA_DIR"))
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[256, 1024])
-    parser.add_argument("--epochs", type=int, default=3, help="epochs timed per setting; the median is reported")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per run (>= 2: epoch 1 has no prefetched examples)")
+    parser.add_argument("--rounds", type=int, default=2, help="recforge runs and reference blocks, alternating")
     args = parser.parse_args()
 
     data = get_dataset("movielens-1m-ncf").load(args.data_dir)
@@ -99,14 +107,23 @@ def main() -> None:
     print(f"machine: {platform.machine()} {platform.processor()} | {os.cpu_count()} CPUs | torch {torch.__version__} "
           f"({torch.get_num_threads()} threads) | numpy {np.__version__} | python {platform.python_version()}")
     print(f"examples per epoch: {data.num_train * 5:,} (994,169 positives + 4 sampled negatives each)\n")
-    print(f"s/epoch: median of {args.epochs} epochs (min-max); speed-up: ratio of the medians\n")
-    print(f"{'batch':>6} {'recforge s/epoch':>22} {'reference s/epoch':>22} {'speed-up':>9}")
+    if args.epochs < 2:
+        parser.error("--epochs must be >= 2")
+    print(f"s/epoch: median (min-max) over {args.rounds} rounds of {args.epochs} epochs; recforge: epochs 2+ "
+          "(negatives drawn during the previous epoch) and epoch 1 (drawn on the spot); speed-up: reference median / "
+          "recforge epochs 2+ median\n")
+    print(f"{'batch':>6} {'recforge s/epoch':>22} {'recforge epoch 1':>22} {'reference s/epoch':>22} {'speed-up':>9}")
     trainer = None
     for bs in args.batch_sizes:
-        ours, trainer = recforge_epochs(data, bs, seed=0, epochs=args.epochs)
-        ref = reference_epochs(data, bs, seed=0, epochs=args.epochs)
-        ratio = statistics.median(ref) / statistics.median(ours)
-        print(f"{bs:>6} {_spread(ours):>22} {_spread(ref):>22} {ratio:>8.2f}x")
+        first, steady, ref = [], [], []
+        ref_loop = ReferenceLoop(data, bs, seed=0)
+        for r in range(args.rounds):  # alternate, so that the VM's drift hits both alike
+            times, trainer = recforge_epochs(data, bs, seed=r, epochs=args.epochs)
+            first.append(times[0])
+            steady += times[1:]
+            ref += [ref_loop.epoch() for _ in range(args.epochs)]
+        ratio = statistics.median(ref) / statistics.median(steady)
+        print(f"{bs:>6} {_spread(steady):>22} {_spread(first):>22} {_spread(ref):>22} {ratio:>8.2f}x")
 
     assert trainer is not None
     model = trainer.model
