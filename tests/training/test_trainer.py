@@ -191,7 +191,7 @@ def test_prefetching_the_next_epoch_changes_nothing_but_timing(tmp_path, monkeyp
     cfg = TrainConfig(epochs=6, batch_size=50, lr=0.01, patience=patience, full_ranking=False)
     runs = {}
     for cpus in (1, 2):
-        monkeypatch.setattr(trainer_module, "usable_cpus", lambda cpus=cpus: cpus)
+        monkeypatch.setattr(trainer_module, "prefetch_in_background", lambda cpus=cpus: cpus > 1)
         torch.manual_seed(0)
         model = build_model("gmf", data.schema, NCFConfig(factors=8))
         recorder = RunRecorder(tmp_path / str(cpus), ExperimentConfig(model_name="gmf", model=NCFConfig(factors=8), train=cfg))
@@ -210,3 +210,13 @@ def test_prefetching_the_next_epoch_changes_nothing_but_timing(tmp_path, monkeyp
         pairs, _ = pointwise_examples(data.train_users, data.train_items, data.train_index(), cfg.num_negatives, rng)
         torch.randperm(len(pairs), generator=order)
     assert c1["numpy_rng"] == rng.bit_generator.state and torch.equal(c1["order_rng"], order.get_state())
+
+
+def test_prefetching_only_where_torch_leaves_a_cpu_free(monkeypatch):
+    from recforge.training import trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert trainer_module.prefetch_in_background()
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert not trainer_module.prefetch_in_background()
