@@ -3,15 +3,17 @@
 Measures, on this machine:
 * NeuMF epochs (factors 8, 4 negatives per positive, ~4.97 M examples incl. negative
   sampling) at batch 256 and 1024, with recforge's Trainer path: wall time per epoch, the
-  median of epochs 2+ (the Trainer draws epoch k+1's negatives on a second thread during
-  epoch k) and of epoch 1 (drawn on the spot) over ``--rounds`` runs of ``--epochs`` epochs
+  median of epochs 2+ (where torch's threads leave a CPU free, the Trainer draws epoch k+1's
+  negatives on a second thread during epoch k) and of epoch 1 (always drawn on the spot) over
+  ``--rounds`` runs of ``--epochs`` epochs
   (this VM's epoch times vary by 10-40 % from one minute to the next);
 * the same number of epochs with a minimal hand-written PyTorch loop (per-batch random index
   gather, default Adam) as the reference, in blocks alternating with recforge's runs so that
   the machine's drift affects both alike;
 * scoring and ranking all 6,040 test users (100 candidates each) and full-catalogue ranking.
 
-Run:  .venv/bin/python benchmarks/ncf_speed.py --data-dir ../shared/data
+Run:  OMP_NUM_THREADS=1 .venv/bin/python benchmarks/ncf_speed.py --data-dir ../shared/data
+      (one torch thread leaves the second core of a 2-core machine to the prefetch thread)
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from recforge.data.sampling import pointwise_examples
 from recforge.evaluation.protocols import evaluate_full_ranking, evaluate_sampled
 from recforge.models import build_model
 from recforge.models.ncf import NCFConfig
-from recforge.training.trainer import Trainer
+from recforge.training.trainer import Trainer, prefetch_in_background
 
 
 class ReferenceNeuMF(nn.Module):
@@ -80,8 +82,9 @@ class ReferenceLoop:
 
 def recforge_epochs(data, batch_size: int, seed: int, epochs: int) -> tuple[list[float], Trainer]:
     """Wall seconds of each epoch of one recforge Trainer run: the time the loop waited for the
-    epoch's examples plus the training. From epoch 2 on, the examples were drawn on a second
-    thread during the previous epoch (``EpochPrefetcher``); epoch 1 draws them on the spot."""
+    epoch's examples plus the training. With prefetching on, from epoch 2 on the examples were
+    drawn on a second thread during the previous epoch (``EpochPrefetcher``); epoch 1 always
+    draws them on the spot."""
     torch.manual_seed(seed)
     model = build_model("neumf", data.schema, NCFConfig(factors=8))
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, full_ranking=False, report_best_test_epoch=False)
@@ -109,9 +112,11 @@ def main() -> None:
     print(f"examples per epoch: {data.num_train * 5:,} (994,169 positives + 4 sampled negatives each)\n")
     if args.epochs < 2:
         parser.error("--epochs must be >= 2")
-    print(f"s/epoch: median (min-max) over {args.rounds} rounds of {args.epochs} epochs; recforge: epochs 2+ "
-          "(negatives drawn during the previous epoch) and epoch 1 (drawn on the spot); speed-up: reference median / "
-          "recforge epochs 2+ median\n")
+    ahead = ("on: epoch k+1's negatives are drawn on a second thread during epoch k" if prefetch_in_background()
+             else "off: torch's threads use every CPU, so each epoch draws its negatives on the spot")
+    print(f"prefetch {ahead}")
+    print(f"s/epoch: median (min-max) over {args.rounds} rounds of {args.epochs} epochs; recforge: epochs 2+ and "
+          "epoch 1 (never prefetched); speed-up: reference median / recforge epochs 2+ median\n")
     print(f"{'batch':>6} {'recforge s/epoch':>22} {'recforge epoch 1':>22} {'reference s/epoch':>22} {'speed-up':>9}")
     trainer = None
     for bs in args.batch_sizes:
