@@ -2,8 +2,9 @@
 
 NCF redraws its negatives every epoch (He et al. 2017, Sec. 4.1) and shuffles the examples;
 for MovieLens-1M that is about 0.5 s of sampling, a 4.97 M-row permutation and a row gather per
-epoch, on one core, while training an epoch keeps one torch thread busy. Drawing epoch k+1's
-examples on a second thread during epoch k hides that time on a machine with two cores or more.
+epoch. Drawing epoch k+1's examples on a second thread during epoch k hides that time where
+torch's intra-op threads leave a CPU free (the Trainer checks; with every CPU taken by torch's
+OpenMP workers, the extra thread stalled them and an epoch took 3.4 times as long).
 """
 
 from __future__ import annotations
