@@ -32,6 +32,7 @@ from torch import nn
 from recforge.config import TrainConfig
 from recforge.data.datasets import get_dataset
 from recforge.data.sampling import pointwise_examples
+from recforge.errors import RecforgeError
 from recforge.evaluation.protocols import evaluate_full_ranking, evaluate_sampled
 from recforge.models import build_model
 from recforge.models.ncf import NCFConfig
@@ -104,14 +105,20 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3, help="epochs per run (>= 2: epoch 1 has no prefetched examples)")
     parser.add_argument("--rounds", type=int, default=2, help="recforge runs and reference blocks, alternating")
     args = parser.parse_args()
-
-    data = get_dataset("movielens-1m-ncf").load(args.data_dir)
+    if args.epochs < 2:
+        parser.error("--epochs must be >= 2")
+    if args.rounds < 1:
+        parser.error("--rounds must be >= 1")
+    if any(bs < 1 for bs in args.batch_sizes):
+        parser.error(f"--batch-sizes must all be >= 1, got {args.batch_sizes}")
+    try:
+        data = get_dataset("movielens-1m-ncf").load(args.data_dir)
+    except RecforgeError as exc:
+        parser.exit(2, f"error: {exc}\n")
     # Validation is not needed to time an epoch; the full 994,169 training pairs are used.
     print(f"machine: {platform.machine()} {platform.processor()} | {os.cpu_count()} CPUs | torch {torch.__version__} "
           f"({torch.get_num_threads()} threads) | numpy {np.__version__} | python {platform.python_version()}")
     print(f"examples per epoch: {data.num_train * 5:,} (994,169 positives + 4 sampled negatives each)\n")
-    if args.epochs < 2:
-        parser.error("--epochs must be >= 2")
     ahead = ("on: epoch k+1's negatives are drawn on a second thread during epoch k" if prefetch_in_background()
              else "off: torch's threads use every CPU, so each epoch draws its negatives on the spot")
     print(f"prefetch {ahead}")
