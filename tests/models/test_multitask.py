@@ -58,3 +58,35 @@ def test_missing_labels_are_left_out_of_that_tasks_metrics():
     m = pointwise_metrics(labels, logits, ("click", "buy"))
     assert m["buy/auc"] == auc([1, 0], logits[1:3, 1])
     assert m["click/auc"] == auc(labels[:, 0], logits[:, 0])
+
+
+def test_a_zero_weight_task_does_not_count_in_the_selection_metric():
+    """Issue 13, item 7: valid/auc (the monitor) is the task-weighted mean, so weight-0 tasks do not count."""
+    torch.manual_seed(0)
+    model = build_model("mmoe", SCHEMA)
+    trainer = PointwiseTrainer(model, _data(), TrainConfig(epochs=2, batch_size=64, lr=0.01, task_weights={"buy": 0.0}), seed=0)
+    result = trainer.fit()
+    for record in result.history:
+        assert record["valid/auc"] == pytest.approx(record["valid/click/auc"])
+        assert record["valid/auc"] != pytest.approx((record["valid/click/auc"] + record["valid/buy/auc"]) / 2)
+    assert result.summary["test/auc"] == pytest.approx(result.summary["test/click/auc"])
+    assert "weight-0 tasks do not count" in result.summary["selection"]
+
+
+def test_task_weights_weight_the_mean_over_tasks():
+    labels = np.array([[1, 0], [0, 1], [1, 1], [0, 0]], dtype=np.float64)
+    logits = np.array([[2.0, 0.1], [-1.0, 0.3], [0.5, -0.2], [0.0, 0.0]])
+    plain = pointwise_metrics(labels, logits, ("click", "buy"))
+    weighted = pointwise_metrics(labels, logits, ("click", "buy"), task_weights=(3.0, 1.0))
+    assert plain["auc"] == pytest.approx((plain["click/auc"] + plain["buy/auc"]) / 2)
+    assert weighted["auc"] == pytest.approx((3 * plain["click/auc"] + plain["buy/auc"]) / 4)
+    assert weighted["log_loss"] == pytest.approx((3 * plain["click/log_loss"] + plain["buy/log_loss"]) / 4)
+    with pytest.raises(ValueError, match="not all 0"):
+        pointwise_metrics(labels, logits, ("click", "buy"), task_weights=(0.0, 0.0))
+
+
+def test_all_zero_task_weights_are_a_config_error():
+    from recforge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="weight 0"):
+        PointwiseTrainer(build_model("mmoe", SCHEMA), _data(), TrainConfig(epochs=1, task_weights={"click": 0, "buy": 0}), seed=0)

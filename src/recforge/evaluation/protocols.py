@@ -165,18 +165,31 @@ def score_rows(model: nn.Module, columns: "TensorColumns", tasks: tuple[str, ...
 
 
 def pointwise_metrics(
-    labels: np.ndarray, logits: np.ndarray, tasks: tuple[str, ...], groups: np.ndarray | None = None
+    labels: np.ndarray,
+    logits: np.ndarray,
+    tasks: tuple[str, ...],
+    groups: np.ndarray | None = None,
+    task_weights: tuple[float, ...] | None = None,
 ) -> dict[str, float]:
     """AUC and LogLoss per task over the whole split (never averaged over batches), and GAUC
     (impression-weighted per-user AUC, Zhou et al. 2018) when ``groups`` gives each row's user.
 
     Rows whose label is NaN (missing for that task) are left out of that task's metrics. With
     one task the keys are ``auc`` / ``log_loss`` (/ ``gauc``, ``gauc_users``, ``gauc_skipped_users``);
-    with several, ``<task>/auc`` and ``<task>/log_loss`` plus their means over tasks as
-    ``auc`` / ``log_loss``.
+    with several, ``<task>/auc`` and ``<task>/log_loss`` plus their means over tasks as ``auc`` /
+    ``log_loss``. Those means are weighted by ``task_weights`` (the loss weights lambda_t), so they
+    track the training objective sum_t lambda_t L_t: a task of weight 0 is reported per task but
+    does not count in ``auc`` / ``log_loss`` (and so not in model selection on them).
+
+    Args:
+        labels: [N, T] 0/1 or NaN (missing).
+        logits: [N, T].
+        tasks: the T task names.
+        groups: [N] user of each row, for GAUC (None: no GAUC).
+        task_weights: [T] non-negative weights, not all 0 (None: 1 each).
 
     Raises:
-        ValueError: for NaN or infinite logits.
+        ValueError: for NaN or infinite logits, or task weights that are all 0 or of the wrong length.
     """
     out: dict[str, float] = {}
     for t, task in enumerate(tasks):
@@ -191,6 +204,11 @@ def pointwise_metrics(
             out[f"{prefix}gauc_users"] = float(counts["users"])
             out[f"{prefix}gauc_skipped_users"] = float(counts["skipped_users"])
     if len(tasks) > 1:
-        out["auc"] = float(np.mean([out[f"{t}/auc"] for t in tasks]))
-        out["log_loss"] = float(np.mean([out[f"{t}/log_loss"] for t in tasks]))
+        weights = np.asarray(task_weights if task_weights is not None else (1.0,) * len(tasks), dtype=np.float64)
+        if weights.shape != (len(tasks),) or not (weights >= 0).all() or weights.sum() <= 0:
+            raise ValueError(f"task_weights must be {len(tasks)} non-negative numbers, not all 0; got {task_weights}")
+        counted = [t for t, w in zip(tasks, weights) if w > 0]
+        w = weights[weights > 0]
+        out["auc"] = float(np.dot(w, [out[f"{t}/auc"] for t in counted]) / w.sum())
+        out["log_loss"] = float(np.dot(w, [out[f"{t}/log_loss"] for t in counted]) / w.sum())
     return out

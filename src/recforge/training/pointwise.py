@@ -71,7 +71,8 @@ class PointwiseTrainer:
         console: rich console for progress (None: silent).
         default_groups: per-group optimiser settings used when ``config.groups`` is None (the
             model's paper setting, for example Wide & Deep's FTRL + AdaGrad).
-        task_weights: loss weight per task (None: 1 each).
+        task_weights: loss weight per task (None: ``config.task_weights``, 1 for a task it does not name).
+            Multi-task validation means (``valid/auc``) weight the tasks the same way.
     """
 
     def __init__(
@@ -92,10 +93,14 @@ class PointwiseTrainer:
         self.maximize = TrainConfig.higher_is_better(self.monitor)
         self.tasks = tuple(data.schema.labels)
         self.groups = config.groups if config.groups is not None else default_groups
-        weights = task_weights or (1.0,) * len(self.tasks)
-        if len(weights) != len(self.tasks):
-            raise ConfigError(f"{len(weights)} task weights for {len(self.tasks)} tasks {self.tasks}")
-        self.task_weights = torch.tensor(weights, dtype=torch.float32, device=self.device)
+        if task_weights is None:  # the config's weights, so re-scoring a run aggregates tasks as training did
+            task_weights = tuple(float((config.task_weights or {}).get(t, 1.0)) for t in self.tasks)
+        if len(task_weights) != len(self.tasks):
+            raise ConfigError(f"{len(task_weights)} task weights for {len(self.tasks)} tasks {self.tasks}")
+        if sum(task_weights) <= 0:
+            raise ConfigError(f"train.task_weights: every task ({', '.join(self.tasks)}) has weight 0; nothing would be trained")
+        self.weights = tuple(float(w) for w in task_weights)
+        self.task_weights = torch.tensor(self.weights, dtype=torch.float32, device=self.device)
         self.columns = {s: TensorColumns(data.split(s)) for s in ("train", "valid", "test")}
         if config.batch_size == 1 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
             raise ConfigError("train.batch_size 1 cannot train a model with BatchNorm (or Dice): a batch of one row has no variance; use >= 2")
@@ -107,7 +112,16 @@ class PointwiseTrainer:
         logits = score_rows(self.model, cols, self.tasks, self.config.eval_batch_size, self.device)
         if not np.isfinite(logits).all():
             raise TrainingError(f"the model's {split} scores are not finite (NaN or inf weights); lower train.lr (now {self.config.lr})")
-        return pointwise_metrics(cols.labels.numpy(), logits, self.tasks, self.data.split(split).groups)
+        return pointwise_metrics(cols.labels.numpy(), logits, self.tasks, self.data.split(split).groups, self.weights)
+
+    def _aggregation(self) -> str:
+        """How a multi-task monitor combines the tasks, for the run summary ('' for one task)."""
+        if len(self.tasks) == 1:
+            return ""
+        if len(set(self.weights)) == 1:
+            return f" (mean over tasks {', '.join(self.tasks)})"
+        parts = ", ".join(f"{t} {w:g}" for t, w in zip(self.tasks, self.weights))
+        return f" (mean over tasks weighted by train.task_weights: {parts}; weight-0 tasks do not count)"
 
     # ------------------------------------------------------------------ training
     def fit(self, resume: dict[str, Any] | None = None) -> FitResult:
@@ -209,7 +223,7 @@ class PointwiseTrainer:
         selected = next((r for r in history if r["epoch"] == best_epoch), {})
         summary: dict[str, Any] = {
             "selected_epoch": best_epoch,
-            "selection": f"best {self.monitor}",
+            "selection": f"best {self.monitor}{self._aggregation()}",
             "epochs_run": len(trained),
             **{k: v for k, v in selected.items() if k.startswith("valid/")},
             **test,
