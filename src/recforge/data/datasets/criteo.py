@@ -29,8 +29,6 @@ research (non-commercial); redistribution is not clearly allowed, so files are n
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
 import tarfile
 import tempfile
@@ -50,6 +48,7 @@ from recforge.data.criteo import (
 from recforge.data.datasets.registry import register_dataset
 from recforge.data.datasets.tabular import CACHE_FORMAT, RawSplits, TabularSource
 from recforge.data.files import DataFile, FileVariant, atomic_write, download, resolve_cache_dir, resolve_data_dir, sha256
+from recforge.data.fingerprint import cache_key
 from recforge.data.schema import Schema
 from recforge.data.tabular import TabularData
 from recforge.errors import DataError, DataMissingError
@@ -209,12 +208,10 @@ class CriteoKaggle(CriteoFormat):
         return open_encoded(cache)
 
     def cache_folder(self, path: Path, seed: int, schema: Schema) -> Path:
-        """Where the encoded columns of ``path`` go, keyed like :meth:`TabularSource.load`'s cache."""
-        key = json.dumps(
-            [CACHE_FORMAT, self.name, seed, self.fractions, schema.to_dict(), path.name, path.stat().st_size, DEFAULT_CHUNK_ROWS],
-            sort_keys=True,
-        )
-        return resolve_cache_dir() / "tabular" / f"{self.name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+        """Where the encoded columns of ``path`` go, keyed like :meth:`TabularSource.load`'s cache:
+        on the file's content (hashed once, then memoised, see :mod:`recforge.data.fingerprint`)."""
+        key = cache_key(CACHE_FORMAT, self.name, seed, self.fractions, schema.to_dict(), DEFAULT_CHUNK_ROWS, paths={"training rows": path})
+        return resolve_cache_dir() / "tabular" / f"{self.name}-{key}"
 
     def download(self, data_dir: str | Path | None = None) -> None:
         """Fetch Criteo's archive of the challenge data and extract ``train.txt`` from it.

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import warnings
 from pathlib import Path
 from typing import ClassVar
@@ -11,18 +9,20 @@ from typing import ClassVar
 import numpy as np
 
 from recforge.data.files import DataFile, atomic_write, resolve_cache_dir, resolve_data_dir, verify
+from recforge.data.fingerprint import cache_key
 from recforge.data.interactions import LeaveOneOutData
 from recforge.errors import UnknownNameError
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: keyed on file content (recforge.data.fingerprint), not name and size
 
 
 class DatasetSource:
     """A named dataset: its files, how to verify and parse them, and how to download them.
 
     Subclasses set the class attributes and implement :meth:`build`; :meth:`load` adds checksum
-    verification and a cache of the prepared split keyed by the verified files (name and size),
-    the seed and ``CACHE_FORMAT`` (bump it whenever split or sampling code changes).
+    verification and a cache of the prepared split keyed by the verified files' content
+    (:func:`recforge.data.fingerprint.cache_key`), the seed, the recforge version and
+    ``CACHE_FORMAT`` (bump it whenever split or sampling code changes).
     """
 
     name: ClassVar[str]
@@ -63,11 +63,7 @@ class DatasetSource:
             DataMissingError, DataError: missing, corrupt or malformed files.
         """
         paths = self.verify(data_dir)
-        digest = hashlib.sha256(
-            json.dumps(
-                [CACHE_FORMAT, self.name, seed, sorted((role, str(p.name), p.stat().st_size) for role, p in paths.items())]
-            ).encode()
-        ).hexdigest()[:16]
+        digest = cache_key(CACHE_FORMAT, self.name, seed, paths=paths)
         cache = resolve_cache_dir() / "splits" / f"{self.name}-{digest}.npz"
         if use_cache and cache.is_file():
             try:
