@@ -7,6 +7,10 @@ and pointwise hold-out scoring (AUC, LogLoss) for CTR and multi-task data.
 * Full ranking: the held-out item is ranked against the whole catalogue minus the user's training
   items. Sampled metrics can order models differently from full ranking (Krichene & Rendle,
   KDD 2020), so both are available.
+* Several relevant items per user (a temporal split, the last N items): the ``*_multi_relevant``
+  functions rank every held-out item of a user against the same candidates and report Recall,
+  Precision, NDCG, MAP, HR and MRR (:mod:`recforge.metrics.multi_relevant`). Full ranking streams
+  the catalogue in item chunks, so a 1 M-item catalogue never needs a users x items matrix.
 
 Shapes: U users, C candidates per user, I items.
 """
@@ -22,6 +26,13 @@ from torch import Tensor, nn
 from recforge.data.batches import Batch
 from recforge.data.sampling import InteractionIndex
 from recforge.metrics.classification import auc, gauc, log_loss
+from recforge.metrics.multi_relevant import (
+    RelevantRankStatistics,
+    candidate_counts,
+    multi_relevant_metrics,
+    rank_among_candidates,
+    relevant_rank_statistics,
+)
 from recforge.metrics.ranking import rank_statistics, ranking_metrics
 
 if TYPE_CHECKING:
@@ -128,6 +139,169 @@ def evaluate_full_ranking(
         greater[start : start + len(u)] = g
         ties[start : start + len(u)] = t
     return ranking_metrics(greater, ties, ks), greater, ties
+
+
+def relevant_sets(
+    users: np.ndarray, items: np.ndarray, evaluated_users: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Group held-out (user, item) pairs into per-user relevant sets (CSR); a repeated pair counts once.
+
+    Args:
+        users, items: int64 [M], the held-out interactions (a user may appear many times).
+        evaluated_users: int64 [U], the users to evaluate, in this order; a user with no pair
+            gets an empty set (left out of the means and counted as ``users_without_relevant``).
+            None: the users that appear in ``users``, sorted.
+
+    Returns:
+        (users [U], offsets [U + 1], relevant_items [P]), items sorted within each user.
+
+    Raises:
+        ValueError: if a pair's user is not among ``evaluated_users``, or shapes differ.
+    """
+    users, items = np.asarray(users, np.int64), np.asarray(items, np.int64)
+    if users.shape != items.shape or users.ndim != 1:
+        raise ValueError(f"expected users [M] and items [M], got {users.shape} and {items.shape}")
+    pairs = np.unique(np.stack([users, items], axis=1), axis=0).reshape(-1, 2)  # sorted by user, then item
+    if evaluated_users is None:
+        evaluated_users = np.unique(pairs[:, 0])
+    evaluated_users = np.asarray(evaluated_users, np.int64)
+    order = np.argsort(evaluated_users, kind="stable")
+    position = np.searchsorted(evaluated_users[order], pairs[:, 0])
+    known = position < len(order)
+    known[known] = evaluated_users[order][position[known]] == pairs[known, 0]
+    if not known.all():
+        raise ValueError(f"held-out pair of user {int(pairs[~known, 0][0])}, who is not among the evaluated users")
+    row = order[position]
+    counts = np.bincount(row, minlength=len(evaluated_users))
+    by_row = np.argsort(row, kind="stable")
+    return evaluated_users, np.r_[0, np.cumsum(counts)].astype(np.int64), pairs[by_row, 1]
+
+
+def _check_relevant(users: np.ndarray, offsets: np.ndarray, relevant_items: np.ndarray, num_items: int) -> np.ndarray:
+    """Validate the CSR relevant sets; returns the row (0..U-1) of every relevant item."""
+    if offsets.shape != (len(users) + 1,) or offsets[0] != 0 or (np.diff(offsets) < 0).any():
+        raise ValueError(f"offsets must be non-decreasing [U + 1] = [{len(users) + 1}] from 0, got shape {offsets.shape}")
+    if relevant_items.shape != (offsets[-1],):
+        raise ValueError(f"expected {offsets[-1]} relevant items (offsets[-1]), got shape {relevant_items.shape}")
+    if len(relevant_items) and (relevant_items.min() < 0 or relevant_items.max() >= num_items):
+        raise ValueError(f"relevant item ids must lie in [0, {num_items})")
+    rows = np.repeat(np.arange(len(users), dtype=np.int64), np.diff(offsets))
+    if len(np.unique(rows * num_items + relevant_items)) != len(rows):
+        raise ValueError("a user's relevant items repeat an item; build the sets with relevant_sets()")
+    return rows
+
+
+def evaluate_sampled_multi_relevant(
+    model: nn.Module,
+    users: np.ndarray,
+    offsets: np.ndarray,
+    relevant_items: np.ndarray,
+    negatives: np.ndarray,
+    ks: tuple[int, ...] = (10,),
+    device: torch.device | str = "cpu",
+) -> tuple[dict[str, float], RelevantRankStatistics]:
+    """Rank each user's relevant items among its sampled negatives (the same negatives for all of them).
+
+    A negative that is one of the user's relevant items is ignored (it is ranked as a relevant
+    item), as :func:`evaluate_sampled` ignores a negative equal to the positive.
+
+    Args:
+        model: the scorer.
+        users: int64 [U].
+        offsets: int64 [U + 1]; user ``users[u]`` has ``relevant_items[offsets[u]:offsets[u + 1]]``
+            (see :func:`relevant_sets`).
+        relevant_items: int64 [P], distinct within each user.
+        negatives: int64 [U, C].
+        ks: cut-offs.
+        device: where to run the model.
+
+    Returns:
+        (metrics, statistics): the means of :func:`~recforge.metrics.multi_relevant.multi_relevant_metrics`
+        and the per-item rank statistics (per-user metrics for paired comparisons).
+
+    Raises:
+        ValueError: on inconsistent shapes, repeated relevant items, or no user with a relevant item.
+    """
+    users, offsets = np.asarray(users, np.int64), np.asarray(offsets, np.int64)
+    relevant_items, negatives = np.asarray(relevant_items, np.int64), np.asarray(negatives, np.int64)
+    if negatives.ndim != 2 or len(negatives) != len(users):
+        raise ValueError(f"expected negatives [U, C] with U = {len(users)}, got {negatives.shape}")
+    num_items = int(max(relevant_items.max(initial=-1), negatives.max(initial=-1))) + 1
+    rows = _check_relevant(users, offsets, relevant_items, num_items)
+    relevant_scores = score_pairs(model, users[rows], relevant_items, device)
+    negative_scores = score_pairs(model, np.repeat(users, negatives.shape[1]), negatives.reshape(-1), device)
+    negative_keys = np.arange(len(users), dtype=np.int64)[:, None] * num_items + negatives
+    mask = ~np.isin(negative_keys, rows * num_items + relevant_items)
+    stats = rank_among_candidates(relevant_scores, offsets, negative_scores.reshape(negatives.shape), mask)
+    return multi_relevant_metrics(stats, ks), stats
+
+
+def evaluate_full_ranking_multi_relevant(
+    model: nn.Module,
+    users: np.ndarray,
+    offsets: np.ndarray,
+    relevant_items: np.ndarray,
+    exclude: InteractionIndex,
+    ks: tuple[int, ...] = (10,),
+    device: torch.device | str = "cpu",
+    user_chunk: int = 256,
+    item_chunk: int = 16384,
+) -> tuple[dict[str, float], RelevantRankStatistics]:
+    """Rank each user's relevant items against the whole catalogue except its ``exclude`` items.
+
+    Users and items are both streamed: for a chunk of users, the catalogue is scored one item
+    chunk at a time and each relevant item keeps running counts of the candidates scoring above
+    and equal to it, so memory is O(user_chunk x item_chunk) whatever the catalogue size. The
+    result does not depend on the chunk sizes (counts are sums over disjoint chunks).
+
+    Args:
+        model: the scorer.
+        users, offsets, relevant_items: the relevant sets as in :func:`evaluate_sampled_multi_relevant`.
+        exclude: the users' known interactions to mask (training items). A relevant item is never
+            masked, even when it is also in ``exclude``.
+        ks: cut-offs.
+        device: where to run the model.
+        user_chunk: users scored together (rows).
+        item_chunk: catalogue items scored at once per user (columns).
+
+    Returns:
+        (metrics, statistics) as in :func:`evaluate_sampled_multi_relevant`.
+
+    Raises:
+        ValueError: on inconsistent input, chunk sizes below 1, or no user with a relevant item.
+    """
+    if user_chunk < 1 or item_chunk < 1:
+        raise ValueError(f"chunk sizes must be >= 1, got user_chunk={user_chunk}, item_chunk={item_chunk}")
+    users, offsets = np.asarray(users, np.int64), np.asarray(offsets, np.int64)
+    relevant_items = np.asarray(relevant_items, np.int64)
+    n_items = exclude.num_items
+    rows = _check_relevant(users, offsets, relevant_items, n_items)
+    relevant_scores = np.empty(len(relevant_items), dtype=np.float32)
+    greater = np.zeros(len(relevant_items), dtype=np.int64)
+    ties = np.zeros(len(relevant_items), dtype=np.int64)
+    for u_start in range(0, len(users), user_chunk):
+        u = users[u_start : u_start + user_chunk]
+        p = slice(offsets[u_start], offsets[u_start + len(u)])
+        p_rows, p_items = rows[p] - u_start, relevant_items[p]
+        if len(p_items) == 0:  # users without a relevant item are only counted
+            continue
+        relevant_scores[p] = score_pairs(model, u[p_rows], p_items, device)
+        train_rows, train_items = exclude.positives_of(u)
+        for i_start in range(0, n_items, item_chunk):
+            width = min(item_chunk, n_items - i_start)
+            items = np.arange(i_start, i_start + width, dtype=np.int64)
+            scores = score_pairs(model, np.repeat(u, width), np.tile(items, len(u)), device).reshape(len(u), width)
+            mask = np.ones((len(u), width), dtype=bool)
+            inside = (train_items >= i_start) & (train_items < i_start + width)
+            mask[train_rows[inside], train_items[inside] - i_start] = False
+            # relevant items are ranked among themselves by relevant_rank_statistics, never as candidates
+            inside = (p_items >= i_start) & (p_items < i_start + width)
+            mask[p_rows[inside], p_items[inside] - i_start] = False
+            g, t = candidate_counts(relevant_scores[p], p_rows, scores, mask, max_cells=len(u) * width)
+            greater[p] += g
+            ties[p] += t
+    stats = relevant_rank_statistics(relevant_scores, offsets, greater, ties)
+    return multi_relevant_metrics(stats, ks), stats
 
 
 def task_logits(output: Tensor | dict[str, Tensor], tasks: tuple[str, ...]) -> Tensor:
