@@ -9,7 +9,7 @@ import pytest
 from recforge.data.datasets.tabular import RawSplits, TabularSource
 from recforge.data.preprocessing import OOV_ID, PADDING_ID, Preprocessor
 from recforge.data.schema import FeatureSpec, Schema
-from recforge.errors import DataError
+from recforge.errors import ConfigError, DataError
 
 
 def _schema(*features, labels=("y",)):
@@ -52,7 +52,7 @@ def test_numeric_transforms_and_missing_values():
     np.testing.assert_allclose(log, [math.log(2), 0.0, 0.0, math.log(10)], rtol=1e-6)  # negatives clamp to 0
     pre = Preprocessor(_schema(FeatureSpec("x", "dense", transform="standardize"))).fit(table)
     mean, std = np.mean([1, -5, 9]), np.std([1, -5, 9])
-    assert pre.numeric["x"] == pytest.approx({"mean": mean, "std": std})
+    assert {k: pre.numeric["x"][k] for k in ("mean", "std")} == pytest.approx({"mean": mean, "std": std})
     std_x = pre.transform(table).dense[:, 0]
     np.testing.assert_allclose(std_x, [(1 - mean) / std, (-5 - mean) / std, 0.0, (9 - mean) / std], rtol=1e-5)
 
@@ -186,3 +186,183 @@ def test_vocabulary_is_fitted_on_the_training_split_only():
     assert len(data.train) + len(data.valid) == n
     for split in (data.train, data.valid):  # stratified: both classes everywhere
         assert set(split.labels[:, 0].tolist()) == {0.0, 1.0}
+
+
+# ---------------------------------------------------------------- numeric safety (issue 13, item 2)
+def _chunked_fit(schema, table, rows):
+    pre = Preprocessor(schema)
+    for start in range(0, table.num_rows, rows):
+        pre.partial_fit(table.slice(start, rows))
+    return pre.finish()
+
+
+def test_standardize_is_stable_for_a_large_offset_and_exact_across_chunks():
+    rng = np.random.default_rng(3)
+    x = 1.7e12 + rng.normal(0.0, 1000.0, 20_000)
+    table = pa.table({"x": x, "y": np.zeros(len(x))})
+    schema = _schema(FeatureSpec("x", "dense", transform="standardize"))
+    whole = Preprocessor(schema).fit(table)
+    assert whole.numeric["x"]["std"] == pytest.approx(np.std(x), rel=0.01)  # one-pass E[x^2] - mean^2 gave ~23,000
+    assert whole.numeric["x"]["mean"] == pytest.approx(np.mean(x), rel=1e-12)
+    chunked = _chunked_fit(schema, table, 997)
+    for key in ("mean", "std"):
+        assert chunked.numeric["x"][key] == pytest.approx(whole.numeric["x"][key], rel=1e-9)
+    z = whole.transform(table).dense[:, 0]
+    assert abs(float(z.mean())) < 1e-3 and float(z.std()) == pytest.approx(1.0, rel=1e-3)
+
+
+def test_standardize_matches_scikit_learn_and_reports_missing_values():
+    sklearn_preprocessing = pytest.importorskip("sklearn.preprocessing")
+    rng = np.random.default_rng(4)
+    x = rng.normal(5.0, 2.0, 3000)
+    x[rng.random(3000) < 0.1] = np.nan
+    table = pa.table({"x": x, "y": np.zeros(len(x))})
+    schema = _schema(FeatureSpec("x", "dense", transform="standardize"))
+    pre = _chunked_fit(schema, table, 256)
+    scaler = sklearn_preprocessing.StandardScaler()
+    for start in range(0, len(x), 256):  # sklearn's own streaming fit ignores NaN too
+        scaler.partial_fit(x[start:start + 256, None])
+    assert pre.numeric["x"]["mean"] == pytest.approx(scaler.mean_[0], rel=1e-12)
+    assert pre.numeric["x"]["std"] == pytest.approx(scaler.scale_[0], rel=1e-12)
+    expected = np.nan_to_num(scaler.transform(x[:, None])[:, 0], nan=0.0)  # missing -> 0 = the train mean
+    np.testing.assert_allclose(pre.transform(table).dense[:, 0], expected, rtol=1e-5, atol=1e-6)
+    state = pre.to_dict()["numeric"]["x"]
+    assert state["missing"] == int(np.isnan(x).sum()) and state["non_finite"] == 0
+    assert state["min"] == np.nanmin(x) and state["max"] == np.nanmax(x)
+
+
+def test_non_finite_values_are_an_error_by_default_at_fit_and_transform():
+    clean = pa.table({"x": [1.0, 2.0, 3.0], "y": [0, 0, 0]})
+    for spec in (
+        FeatureSpec("x", "dense", transform="standardize"),
+        FeatureSpec("b", source="x", bucketize="quantile", num_buckets=2),
+        FeatureSpec("b", source="x", bucketize="log_squared"),
+    ):
+        bad = pa.table({"x": [1.0, 2.0, float("-inf"), float("inf")], "y": [0, 0, 0, 0]})
+        with pytest.raises(DataError, match=r"train\.csv: column 'x' .*-inf at row 2.*non_finite"):
+            Preprocessor(_schema(spec)).fit(bad, where="train.csv")
+        with pytest.raises(DataError, match=r"row 2"):
+            Preprocessor(_schema(spec)).fit_transform(bad, where="train.csv")
+        pre = Preprocessor(_schema(spec)).fit(clean)
+        with pytest.raises(DataError, match=r"test\.csv: column 'x' .*inf at row 1"):
+            pre.transform(pa.table({"x": ["1", "inf"], "y": [0, 0]}), where="test.csv")  # parsed text too
+    streamed = Preprocessor(_schema(FeatureSpec("x", "dense")))
+    streamed.partial_fit(clean, where="part-0")
+    with pytest.raises(DataError, match=r"part-1: .*inf at row 4"):  # row counts the training rows seen so far
+        streamed.partial_fit(pa.table({"x": [5.0, float("inf")], "y": [0, 0]}), where="part-1")
+
+
+def test_non_finite_missing_policy_treats_infinity_as_a_missing_value():
+    table = pa.table({"x": [1.0, float("inf"), 3.0, None, float("-inf")], "y": [0] * 5})
+    schema = _schema(
+        FeatureSpec("x", "dense", transform="standardize", non_finite="missing"),
+        FeatureSpec("q", source="x", bucketize="quantile", num_buckets=2, non_finite="missing"),
+        FeatureSpec("l", source="x", bucketize="log_squared", non_finite="missing"),
+    )
+    pre = Preprocessor(schema).fit(table)
+    assert pre.numeric["x"]["mean"] == 2.0 and pre.numeric["x"]["std"] == 1.0
+    assert pre.numeric["x"]["missing"] == 3 and pre.numeric["x"]["non_finite"] == 2
+    enc = pre.transform(table)
+    np.testing.assert_allclose(enc.dense[:, 0], [-1.0, 0.0, 1.0, 0.0, 0.0])
+    assert enc.sparse[[1, 3, 4]].tolist() == [[PADDING_ID, PADDING_ID]] * 3
+    assert (enc.sparse[[0, 2]] >= 2).all()
+
+
+def test_non_finite_clip_policy_uses_the_training_range_in_fit_and_transform():
+    x = [1.0, float("inf"), 2.0, float("-inf"), 100.0, None]
+    table = pa.table({"x": x, "y": [0] * 6})
+    schema = _schema(
+        FeatureSpec("x", "dense", transform="standardize", non_finite="clip"),
+        FeatureSpec("lx", source="x", kind="dense", transform="log1p", non_finite="clip"),
+        FeatureSpec("l", source="x", bucketize="log_squared", non_finite="clip"),
+        FeatureSpec("q", source="x", bucketize="quantile", num_buckets=2, non_finite="clip"),
+    )
+    clipped = np.array([1.0, 100.0, 2.0, 1.0, 100.0])
+    for pre in (Preprocessor(schema).fit(table), _chunked_fit(schema, table, 2)):  # inf seen before the max
+        assert pre.numeric["x"]["mean"] == pytest.approx(clipped.mean(), rel=1e-12)
+        assert pre.numeric["x"]["std"] == pytest.approx(clipped.std(), rel=1e-12)
+        assert (pre.numeric["x"]["min"], pre.numeric["x"]["max"], pre.numeric["x"]["non_finite"]) == (1.0, 100.0, 2)
+        vocab = pre.vocabularies["l"].values
+        assert vocab == ("1", "21", "2")  # 1 and -inf -> "1"; 100 and inf -> floor(ln(100)^2) = "21"
+    one_pass = Preprocessor(schema)
+    got = one_pass.fit_transform(table)
+    assert one_pass.to_dict() == pre.to_dict()
+    new = pa.table({"x": [float("inf"), float("-inf"), -1e9, 1e9], "y": [0] * 4})
+    enc = pre.transform(new)
+    mean, std = clipped.mean(), clipped.std()
+    np.testing.assert_allclose(enc.dense[:, 0], [(100 - mean) / std, (1 - mean) / std, (-1e9 - mean) / std, (1e9 - mean) / std], rtol=1e-6)
+    np.testing.assert_allclose(enc.dense[:2, 1], np.log1p([100.0, 1.0]), rtol=1e-6)
+    l_ids = pre.vocabularies["l"].encode(pa.array(["21", "1"]))
+    assert enc.sparse[:2, 0].tolist() == l_ids.tolist()
+    # Quantile: below the lowest edge -> first bucket, above the highest -> last, clipped infinities alike.
+    last = pre.vocabularies["q"].num_embeddings - 1
+    assert enc.sparse[:, 1].tolist() == [last, 2, 2, last]
+    np.testing.assert_array_equal(got.sparse, Preprocessor(schema).fit(table).transform(table).sparse)
+
+
+def test_quantile_edges_with_many_equal_values_give_fewer_buckets_and_none_empty():
+    values = np.r_[[0.0, 1.0], np.full(36, 7.0), [100.0, 200.0]]  # 90 % equal, 20 buckets asked for
+    table = pa.table({"x": values, "y": np.zeros(len(values))})
+    pre = Preprocessor(_schema(FeatureSpec("q", source="x", bucketize="quantile", num_buckets=20))).fit(table)
+    edges = pre.quantile_edges["q"]
+    assert edges == sorted(set(edges)) and 7.0 in edges
+    buckets = len(pre.vocabularies["q"])
+    assert 2 <= buckets < 20
+    ids = pre.transform(table).sparse[:, 0]
+    counts = np.bincount(ids, minlength=buckets + 2)[2:]
+    assert len(counts) == buckets and (counts > 0).all()  # every bucket id is used in training
+    assert len(set(ids[2:38].tolist())) == 1  # the repeated value is one bucket
+
+
+def test_all_missing_numeric_column_in_training():
+    table = pa.table({"x": pa.array([None, None, None], pa.float64()), "y": [0, 0, 0]})
+    schema = _schema(
+        FeatureSpec("x", "dense", transform="standardize", non_finite="clip"),
+        FeatureSpec("q", source="x", bucketize="quantile", num_buckets=4, non_finite="clip"),
+    )
+    pre = Preprocessor(schema).fit(table)
+    assert pre.numeric["x"] == {"mean": 0.0, "std": 1.0, "missing": 3, "non_finite": 0, "min": None, "max": None}
+    assert pre.numeric["q"]["missing"] == 3 and len(pre.vocabularies["q"]) == 1
+    assert pre.transform(table).sparse[:, 0].tolist() == [PADDING_ID] * 3
+    enc = pre.transform(pa.table({"x": [5.0, float("inf"), None], "y": [0, 0, 0]}))
+    assert enc.dense[:, 0].tolist() == [5.0, 0.0, 0.0]  # nothing to clip to: inf is missing
+    assert enc.sparse[:, 0].tolist() == [2, PADDING_ID, PADDING_ID]  # one bucket for any value
+
+
+def test_log_squared_on_negative_fractional_and_missing_values():
+    x = [-3.0, -1.5, 0.5, 2.0, 3.0, 1e6, None, float("nan"), -1e30]
+    table = pa.table({"x": x, "y": [0] * len(x)})
+    pre = Preprocessor(_schema(FeatureSpec("l", source="x", bucketize="log_squared"))).fit(table)
+    ids = pre.transform(table).sparse[:, 0]
+    keys = [pre.vocabularies["l"].values[i - 2] if i >= 2 else None for i in ids]
+    # x <= 2: its integer part (floor); x > 2: floor(ln(x)^2); NaN/null: missing (id 0)
+    assert keys[:6] == ["-3", "-2", "0", "2", "1", str(math.floor(math.log(1e6) ** 2))]
+    assert keys[6:8] == [None, None] and keys[8] is not None
+
+
+def test_non_finite_option_is_validated_and_saved(tmp_path):
+    with pytest.raises(ConfigError, match="non_finite must be one of error, missing, clip"):
+        FeatureSpec("x", "dense", non_finite="zero")
+    with pytest.raises(ConfigError, match="non_finite applies to dense"):
+        FeatureSpec("c", non_finite="clip")
+    schema = _schema(FeatureSpec("x", "dense", transform="standardize", non_finite="clip"))
+    assert Schema.from_dict(schema.to_dict()) == schema
+    table = pa.table({"x": [1.0, 3.0, None], "y": [0, 0, 0]})
+    pre = Preprocessor(schema).fit(table)
+    pre.save(tmp_path / "p.json")
+    again = Preprocessor.load(tmp_path / "p.json")
+    assert again.numeric == pre.numeric and again.numeric["x"]["missing"] == 1
+    np.testing.assert_array_equal(again.transform(pa.table({"x": [float("inf")], "y": [0]})).dense, [[1.0]])
+    # A state written before these statistics existed (format 1, mean/std only) still loads.
+    old = pre.to_dict()
+    old["numeric"] = {"x": {"mean": 2.0, "std": 1.0}}
+    old["schema"] = _schema(FeatureSpec("x", "dense", transform="standardize")).to_dict()
+    legacy = Preprocessor.from_dict(old)
+    np.testing.assert_array_equal(legacy.transform(table).dense[:, 0], [-1.0, 1.0, 0.0])
+
+
+def test_constant_column_keeps_std_one_and_encodes_to_zero():
+    table = pa.table({"x": np.full(1001, 123.456), "y": np.zeros(1001)})
+    pre = _chunked_fit(_schema(FeatureSpec("x", "dense", transform="standardize")), table, 7)
+    assert pre.numeric["x"]["mean"] == 123.456 and pre.numeric["x"]["std"] == 1.0  # E[x^2] - mean^2 gave 6e-6
+    assert not pre.transform(table).dense.any()

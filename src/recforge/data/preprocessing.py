@@ -7,8 +7,25 @@ Ids (every sparse and sequence feature):
     has ``len(vocabulary) + 2`` rows.
 Dense features:
     ``log1p`` clamps negatives to 0 first (DLRM's Criteo preprocessing); ``standardize`` uses the
-    training mean and standard deviation. A missing value becomes 0 *after* the transform (a zero
-    count for log1p, the training mean for standardize): explicit, and the same at inference.
+    training mean and (population) standard deviation, computed stably in float64 and merged
+    exactly across chunks (:mod:`recforge.data.moments`); a constant column keeps std 1. A missing
+    value (null, NaN, an empty string) becomes 0 *after* the transform (a zero count for log1p,
+    the training mean for standardize): explicit, and the same at inference.
+Non-finite values (``inf``, ``-inf``) of dense and bucketized features follow the feature's
+    ``non_finite`` option, in training and at transform alike, never silently: ``error`` (default)
+    raises a DataError naming the column, the file (``where``), the first row and the value;
+    ``missing`` treats them as missing values; ``clip`` replaces them by the smallest / largest
+    finite training value (missing if training had none).
+Numeric buckets:
+    ``quantile`` edges are training values (NumPy's ``higher`` quantiles of the first
+    ``QUANTILE_SAMPLE`` values), deduplicated, so a heavily repeated value gives fewer buckets than
+    ``num_buckets`` and no bucket is empty in training; bucket k holds ``edge[k-1] <= x < edge[k]``,
+    values below the lowest / above the highest edge fall in the first / last bucket. A column with
+    no value in training has one bucket. ``log_squared`` keys are floor(ln(x)^2) for x > 2, else
+    floor(x) (so negative values keep their own keys). Missing -> id 0 for both.
+The fitted ``numeric`` state records, per dense and bucketized feature, the training split's
+    ``missing`` values (including those from the ``missing`` policy), ``non_finite`` values seen,
+    and the finite ``min`` / ``max`` (None if none); dense features also hold ``mean`` / ``std``.
 
 Fitting can be streamed: :meth:`Preprocessor.partial_fit` over chunks (PyArrow tables), then
 :meth:`Preprocessor.finish`; counts are merged with PyArrow's group-by, so memory grows with the
@@ -30,6 +47,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recforge.data.files import atomic_write_text
+from recforge.data.moments import Moments
 from recforge.data.schema import FeatureSpec, Schema
 from recforge.errors import ConfigError, DataError
 
@@ -37,6 +55,10 @@ PADDING_ID, OOV_ID, FIRST_ID = 0, 1, 2
 QUANTILE_SAMPLE = 1_000_000  # values kept for quantile edges (the first ones seen in training)
 _CROSS_SEPARATOR = "\x1f"  # ASCII unit separator: cannot occur in normal category strings
 _COMPACT_EVERY = 8  # merge accumulated value counts after this many chunks
+# A standard deviation this small relative to the mean is float64 rounding of a constant column:
+# dividing by it would turn rounding noise into unit-size values.
+_CONSTANT_RTOL = 1e-12
+_INT64_KEY_LIMIT = 2.0**62  # log_squared: values below -2**62 share one key (keys are int64)
 
 
 class Vocabulary:
@@ -133,9 +155,26 @@ def _keys(array: pa.Array) -> pa.Array:
 
 
 def _log_squared(values: np.ndarray) -> pa.Array:
-    """floor(ln(x)^2) for x > 2, else x (integer); NaN stays missing. (Criteo 1st place, Juan et al. 2014.)"""
-    out = np.where(values > 2, np.floor(np.log(np.where(values > 2, values, 1.0)) ** 2), values)
-    return pc.cast(pa.array(out, from_pandas=True), pa.int64())
+    """Bucket keys (int64 [N]): floor(ln(x)^2) for x > 2, else floor(x); NaN and +-inf -> null (missing).
+
+    Criteo 1st place (Juan et al. 2014), defined there on integer counts; a fractional x <= 2 is
+    rounded down. The caller applies the feature's non-finite policy first.
+    """
+    finite = np.isfinite(values)
+    large = finite & (values > 2)
+    out = np.where(large, np.floor(np.log(np.where(large, values, 1.0)) ** 2), np.floor(np.where(finite, values, 0.0)))
+    out = np.clip(out, -_INT64_KEY_LIMIT, _INT64_KEY_LIMIT)
+    return pc.cast(pa.array(np.where(finite, out, np.nan), from_pandas=True), pa.int64())
+
+
+def _first_non_finite(values: np.ndarray, spec: FeatureSpec, where: str, first_row: int) -> DataError:
+    row = int(np.flatnonzero(np.isinf(values))[0])
+    return DataError(
+        f"column {spec.column_source!r} (feature {spec.name!r}) has the non-finite value {values[row]} at row "
+        f"{first_row + row}; expected a finite number or a missing value (set non_finite: missing or clip "
+        "on the feature to accept it)",
+        path=where or None,
+    )
 
 
 @dataclass(frozen=True)
@@ -163,12 +202,30 @@ class _Accumulator:
 
     counts: list[pa.Table] = field(default_factory=list)
     chunks: int = 0
-    total: float = 0.0
-    total_sq: float = 0.0
-    n: int = 0
+    moments: Moments = field(default_factory=Moments)
+    missing: int = 0  # null / NaN values (and infinities under ``non_finite: missing``)
+    positive_inf: int = 0
+    negative_inf: int = 0
+    low: float = math.inf  # smallest / largest finite value seen
+    high: float = -math.inf
     sample: list[np.ndarray] = field(default_factory=list)
     sampled: int = 0
     longest: int = 0
+
+    def add_range(self, values: np.ndarray) -> np.ndarray:
+        """Count missing and infinite values and track the finite range; returns the finite mask."""
+        finite = np.isfinite(values)
+        self.missing += int(np.isnan(values).sum())
+        self.positive_inf += int((values == math.inf).sum())
+        self.negative_inf += int((values == -math.inf).sum())
+        if finite.any():
+            self.low = min(self.low, float(values[finite].min()))
+            self.high = max(self.high, float(values[finite].max()))
+        return finite
+
+    @property
+    def has_range(self) -> bool:
+        return self.low <= self.high
 
     def add_counts(self, keys: pa.Array) -> None:
         vc = pc.value_counts(keys.drop_null())
@@ -227,9 +284,11 @@ class Preprocessor:
             DataError: as :meth:`fit` and :meth:`transform`.
         """
         shared = {spec.table for spec in self.declared.features if spec.table is not None}
+        # Not quantile buckets (no keys), nor clipped log_squared ones (their infinities' keys need the fitted range).
         direct = [
             spec for spec in self.declared.sparse
             if spec.table is None and spec.bucketize != "quantile" and spec.name not in shared
+            and not (spec.bucketize == "log_squared" and spec.non_finite == "clip")
         ]
         # Arrow kernels release the GIL, so the columns are hashed in parallel.
         with ThreadPoolExecutor(max_workers=max(1, min(pa.cpu_count(), len(direct)))) as pool:
@@ -239,28 +298,40 @@ class Preprocessor:
         return self._transform(table, where, codes)
 
     def partial_fit(self, table: pa.Table, where: str = "") -> "Preprocessor":
-        """Accumulate statistics of one chunk of training rows (``where`` names it in errors)."""
+        """Accumulate statistics of one chunk of training rows (``where`` names it in errors).
+
+        Raises:
+            DataError: for a missing or non-numeric column, or +-inf in a feature with
+                ``non_finite: error`` (its row counts the training rows of all chunks so far).
+        """
         return self._partial_fit(table, where, {})
 
     def _partial_fit(self, table: pa.Table, where: str, codes: dict[str, _Codes]) -> "Preprocessor":
         if self._fitted:
             raise RuntimeError("preprocessor already fitted")
+        first_row = self.rows_fitted
         self.rows_fitted += table.num_rows
         for spec in self.declared.features:
             acc = self._acc.setdefault(spec.name, _Accumulator())
-            if spec.kind == "dense":
-                values = self._dense_raw(table, spec, where)
-                ok = ~np.isnan(values)
-                acc.total += float(values[ok].sum())
-                acc.total_sq += float(np.square(values[ok]).sum())
-                acc.n += int(ok.sum())
-            elif spec.bucketize == "quantile":
-                values = _as_float(_column(table, spec.column_source, spec.name, where), spec.column_source, where)
-                values = values[~np.isnan(values)]
-                room = QUANTILE_SAMPLE - acc.sampled
-                if room > 0:
-                    acc.sample.append(values[:room])
-                    acc.sampled += len(values[:room])
+            if spec.kind == "dense" or spec.bucketize is not None:
+                values = self._numeric_source(table, spec, where, first_row)  # infinities kept unless "error"
+                finite = acc.add_range(values)
+                if spec.non_finite == "missing":
+                    acc.missing += int(np.isinf(values).sum())
+                    values = np.where(np.isinf(values), np.nan, values)
+                if spec.kind == "dense":
+                    # clip: the infinities join the moments in finish(), once the training range is known.
+                    acc.moments = acc.moments.merge(Moments.of(self._dense_transform(spec, values[finite])))
+                elif spec.bucketize == "quantile":
+                    values = values[~np.isnan(values)]  # clip: infinities kept, replaced in finish()
+                    room = QUANTILE_SAMPLE - acc.sampled
+                    if room > 0:
+                        acc.sample.append(values[:room])
+                        acc.sampled += len(values[:room])
+                elif spec.name in codes:
+                    acc.add_codes(codes[spec.name])
+                elif spec.table is None:
+                    acc.add_counts(_keys(_log_squared(values)))  # infinities -> null; clip counts them in finish()
             elif spec.kind == "sequence":
                 lists = self._lists(table, spec, where)
                 lengths = np.diff(lists.offsets.to_numpy())
@@ -289,18 +360,34 @@ class Preprocessor:
             raise DataError("cannot fit preprocessing on an empty training split")
         for spec in self.declared.features:
             acc = self._acc[spec.name]
+            clip = spec.non_finite == "clip" and acc.has_range
+            if spec.kind == "dense" or spec.bucketize is not None:
+                self.numeric[spec.name] = _range_state(acc, spec)
             if spec.kind == "dense":
-                mean = acc.total / acc.n if acc.n else 0.0
-                var = max(acc.total_sq / acc.n - mean * mean, 0.0) if acc.n else 0.0
-                self.numeric[spec.name] = {"mean": mean, "std": math.sqrt(var) if var > 0 else 1.0}
+                moments = acc.moments
+                if clip:
+                    high, low = self._dense_transform(spec, np.array([acc.high, acc.low]))
+                    moments = moments.merge(Moments.constant(high, acc.positive_inf)).merge(Moments.constant(low, acc.negative_inf))
+                std = moments.std if moments.std > _CONSTANT_RTOL * abs(moments.mean) else 1.0
+                self.numeric[spec.name] = {"mean": moments.mean, "std": std, **self.numeric[spec.name]}
                 continue
             if spec.bucketize == "quantile":
                 values = np.concatenate(acc.sample) if acc.sample else np.zeros(0)
-                edges = np.unique(np.quantile(values, np.linspace(0, 1, spec.num_buckets + 1))) if len(values) else np.zeros(0)
+                if clip:
+                    values = np.clip(values, acc.low, acc.high)
+                values = values[np.isfinite(values)]  # clip with no finite training value: infinities are missing
+                # "higher" quantiles are training values, so after np.unique no bucket is empty in training.
+                quantiles = np.linspace(0, 1, spec.num_buckets + 1)
+                edges = np.unique(np.quantile(values, quantiles, method="higher")) if len(values) else np.zeros(0)
                 self.quantile_edges[spec.name] = [float(e) for e in edges[1:-1]]
                 # Buckets are the vocabulary "0".."k"; k + 1 buckets for k inner edges.
                 self.vocabularies[spec.name] = Vocabulary([str(i) for i in range(len(edges[1:-1]) + 1)])
             elif spec.table is None:
+                if clip and spec.bucketize == "log_squared":
+                    clipped = [(v, n) for v, n in ((acc.high, acc.positive_inf), (acc.low, acc.negative_inf)) if n]
+                    if clipped:
+                        keys = _keys(_log_squared(np.array([v for v, _ in clipped])))
+                        acc.counts.append(pa.table({"value": keys, "count": pa.array([n for _, n in clipped], pa.int64())}))
                 counts = acc.merged()
                 self.vocabularies[spec.name] = Vocabulary.from_counts(
                     counts.column("value").combine_chunks(), counts.column("count").to_numpy(), spec.min_count, spec.max_size
@@ -327,7 +414,9 @@ class Preprocessor:
             labels float32 [N, T] (NaN = missing label).
 
         Raises:
-            DataError: for a missing column, a non-numeric dense value or a label outside {0, 1}.
+            DataError: for a missing column, a non-numeric dense value, +-inf in a feature with
+                ``non_finite: error`` (naming the column, ``where``, the row and the value) or a
+                label outside {0, 1}.
         """
         return self._transform(table, where, {})
 
@@ -399,30 +488,53 @@ class Preprocessor:
         if spec.cross:
             parts = [_keys(_column(table, c, spec.name, where)) for c in spec.cross]
             return pc.binary_join_element_wise(*parts, _CROSS_SEPARATOR)  # null if any part is null
-        raw = _column(table, spec.column_source, spec.name, where)
         if spec.bucketize == "log_squared":
-            return _keys(_log_squared(_as_float(raw, spec.column_source, where)))
-        return _keys(raw)
+            return _keys(_log_squared(self._numeric_source(table, spec, where)))
+        return _keys(_column(table, spec.column_source, spec.name, where))
 
-    def _dense_raw(self, table: pa.Table, spec: FeatureSpec, where: str) -> np.ndarray:
+    def _numeric_source(self, table: pa.Table, spec: FeatureSpec, where: str, first_row: int = 0) -> np.ndarray:
+        """Raw float64 [N] of a dense or bucketized feature (NaN = missing), non-finite policy applied.
+
+        ``error`` raises; once fitted, ``missing`` turns +-inf into NaN and ``clip`` into the
+        training range. While fitting, ``missing`` / ``clip`` infinities are returned as they are:
+        the accumulator counts them, and ``clip`` needs the whole split's range first.
+
+        Raises:
+            DataError: for a missing or non-numeric column, or +-inf under ``non_finite: error``
+                (row ``first_row`` + the index in ``table``).
+        """
         values = _as_float(_column(table, spec.column_source, spec.name, where), spec.column_source, where)
+        infinite = np.isinf(values)
+        if not infinite.any():
+            return values
+        if spec.non_finite == "error":
+            raise _first_non_finite(values, spec, where, first_row)
+        if not self._fitted:
+            return values
+        stats = self.numeric.get(spec.name, {})
+        if spec.non_finite == "clip" and stats.get("min") is not None:
+            return np.where(values == math.inf, stats["max"], np.where(values == -math.inf, stats["min"], values))
+        return np.where(infinite, np.nan, values)  # "missing", or "clip" with no finite training value
+
+    @staticmethod
+    def _dense_transform(spec: FeatureSpec, values: np.ndarray) -> np.ndarray:
         if spec.transform in ("log1p", "log1p_standardize"):
-            values = np.log1p(np.maximum(values, 0.0))  # NaN stays NaN
+            return np.log1p(np.maximum(values, 0.0))  # NaN stays NaN
         return values
 
     def _encode_sparse(self, table: pa.Table, spec: FeatureSpec, where: str) -> np.ndarray:
         if spec.bucketize == "quantile":
-            values = _as_float(_column(table, spec.column_source, spec.name, where), spec.column_source, where)
+            values = self._numeric_source(table, spec, where)
             buckets = np.searchsorted(np.asarray(self.quantile_edges[spec.name]), values, side="right") + FIRST_ID
             return np.where(np.isnan(values), PADDING_ID, buckets).astype(np.int64)
         return self.vocabularies[spec.table_name].encode(self._sparse_keys(table, spec, where))
 
     def _encode_dense(self, table: pa.Table, spec: FeatureSpec, where: str) -> np.ndarray:
-        values = self._dense_raw(table, spec, where)
+        values = self._dense_transform(spec, self._numeric_source(table, spec, where))
         if spec.transform in ("standardize", "log1p_standardize"):
             stats = self.numeric[spec.name]
             values = (values - stats["mean"]) / stats["std"]
-        return np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+        return np.where(np.isnan(values), 0.0, values).astype(np.float32)  # missing -> 0 after the transform
 
     def _lists(self, table: pa.Table, spec: FeatureSpec, where: str) -> pa.ListArray:
         raw = _column(table, spec.column_source, spec.name, where)
@@ -454,6 +566,18 @@ class Preprocessor:
         mask = np.arange(width)[None, :] < lengths[:, None]
         padded = np.where(mask, ids[np.minimum(positions, max(len(ids) - 1, 0))] if len(ids) else 0, PADDING_ID)
         return padded.astype(np.int64), lengths.astype(np.int64)
+
+
+def _range_state(acc: _Accumulator, spec: FeatureSpec) -> dict[str, Any]:
+    """What the training split held: missing and non-finite counts, the finite range (None if empty)."""
+    non_finite = acc.positive_inf + acc.negative_inf
+    unclipped = non_finite if spec.non_finite == "clip" and not acc.has_range else 0  # nothing to clip to
+    return {
+        "missing": acc.missing + unclipped,
+        "non_finite": non_finite,
+        "min": acc.low if acc.has_range else None,
+        "max": acc.high if acc.has_range else None,
+    }
 
 
 def _unfitted(spec: FeatureSpec) -> FeatureSpec:
