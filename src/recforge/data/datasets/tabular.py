@@ -3,13 +3,13 @@
 A source reads its verified files into raw PyArrow tables (train / valid / test, or one table to
 split), declares its default schema, and this class does the rest: a seeded stratified split
 where the files have none, preprocessing fitted on the training split only, and a cache of the
-encoded columns (``.npy``) keyed by the files, the schema, the split and ``CACHE_FORMAT``, so a
-second run skips parsing and encoding.
+encoded columns (``.npy``) keyed by the files' content (:func:`recforge.data.fingerprint.cache_key`),
+the schema, the split and ``CACHE_FORMAT``, so a second run skips parsing and encoding and an edited
+file is never served from an old encoding.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -25,12 +25,14 @@ import pyarrow as pa
 
 from recforge.data.datasets.registry import DatasetSource
 from recforge.data.files import resolve_cache_dir
+from recforge.data.fingerprint import cache_key
+from recforge.data.leakage import audit_leakage, refuse_label_leaks
 from recforge.data.preprocessing import EncodedColumns, Preprocessor, label_values
 from recforge.data.schema import Schema
 from recforge.data.splits import stratified_split
 from recforge.data.tabular import TabularData
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: keyed on file content (recforge.data.fingerprint), not name and size
 SPLITS = ("train", "valid", "test")
 
 
@@ -56,6 +58,9 @@ class TabularSource(DatasetSource):
     fractions: ClassVar[tuple[float, float, float]] = (0.8, 0.1, 0.1)
     #: raw column whose values group rows for GAUC (the user); carried as ``EncodedColumns.groups``
     group_column: ClassVar[str | None] = None
+    #: label -> raw columns it is derived from (for example ``income`` <- ``income_bracket``); no
+    #: feature may read them (nor the label column itself), see :func:`refuse_label_leaks`
+    label_sources: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     def default_schema(self) -> Schema:
         """The declared features and labels (sizes unknown until fitted)."""
@@ -89,15 +94,12 @@ class TabularSource(DatasetSource):
         """
         paths = self.verify(data_dir)
         schema = schema or self.default_schema()
-        key = json.dumps(
-            [CACHE_FORMAT, self.name, seed, self.fractions, schema.to_dict(),
-             sorted((role, p.name, p.stat().st_size) for role, p in paths.items())],
-            sort_keys=True,
-        )
-        cache = resolve_cache_dir() / "tabular" / f"{self.name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+        refuse_label_leaks(schema, self.label_sources, self.name)  # before reading or a cache hit
+        key = cache_key(CACHE_FORMAT, self.name, seed, self.fractions, schema.to_dict(), paths=paths)
+        cache = resolve_cache_dir() / "tabular" / f"{self.name}-{key}"
         if use_cache and (cache / "meta.json").is_file():
             try:
-                return _read_cache(cache)
+                return audit_leakage(_read_cache(cache))  # re-emits the leakage warnings
             except Exception:  # noqa: BLE001 - a damaged cache is rebuilt
                 warnings.warn(f"ignoring unreadable cache {cache}; rebuilding it", stacklevel=2)
         data = self.encode(self.read(paths, seed), schema, seed, where=str(next(iter(paths.values())).parent))
@@ -109,10 +111,21 @@ class TabularSource(DatasetSource):
         return data
 
     def encode(self, raw: RawSplits, schema: Schema, seed: int, where: str = "") -> TabularData:
-        """Split (where needed), fit preprocessing on the training rows, encode every split."""
+        """Split (where needed), fit preprocessing on the training rows, encode every split.
+
+        Label leakage is checked on both sides of the encoding (:mod:`recforge.data.leakage`):
+        first the schema, then each feature's AUC alone on the validation rows, kept in
+        ``info["single_feature_auc"]`` / ``info["leakage_warnings"]`` and warned about.
+
+        Raises:
+            ConfigError: a feature reads a label column or a column in :attr:`label_sources`.
+            DataError: a missing or non-binary label, or a schema naming a missing column.
+        """
+        refuse_label_leaks(schema, self.label_sources, self.name)  # before any work on the rows
         started = time.perf_counter()
         tables = {"train": raw.train, "valid": raw.valid, "test": raw.test}
         info: dict[str, Any] = {"source": raw.info}
+        info["raw_columns"] = raw.train.column_names  # what a schema can name; `recforge data info` lists it
         missing = [s for s in SPLITS if tables[s] is None]
         for label in schema.labels:  # a clear error for a missing or non-binary label, before anything else
             label_values(raw.train, label, where)
@@ -145,8 +158,10 @@ class TabularSource(DatasetSource):
             s: [float(np.nanmean(encoded[s].labels[:, t])) if len(encoded[s]) else float("nan") for t in range(len(schema.labels))]
             for s in SPLITS
         }
+        data = TabularData(self.name, pre.schema, encoded["train"], encoded["valid"], encoded["test"], pre.to_dict(), info)
+        audit_leakage(data)
         info["encode_seconds"] = time.perf_counter() - started
-        return TabularData(self.name, pre.schema, encoded["train"], encoded["valid"], encoded["test"], pre.to_dict(), info)
+        return data
 
 
 def _write_cache(folder: Path, data: TabularData) -> None:
