@@ -9,6 +9,15 @@ than 40 fields: the missing trailing fields are null. More than 40 fields, a lab
 or a non-integer ``I`` field is a :class:`~recforge.errors.DataError` naming the file and the
 1-based line. Empty lines are skipped (their numbers still count).
 
+A cut-off file (an interrupted download or copy) ends in a line without a newline. Since lines
+may legally lack their trailing empty fields, such a last line is accepted only if it still ends
+in a complete category: fewer than 40 fields whose last one is a ``C`` field of 8 hex digits, or
+40 fields whose ``C26`` is empty or 8 hex digits (the public 1,000-row head of ``train.txt`` in
+pytorch-fm ends that way: 38 fields, no newline). Any other last line without a newline (cut in
+an ``I`` field, inside a category, or right after a tab) is a DataError naming its line, which
+says to end the file with a newline if it is complete. A cut exactly at the end of a category
+cannot be told from a line without its trailing empty fields and is read as such.
+
 Reading (:func:`iter_criteo_chunks`): the file (plain, ``.gz`` or any compression PyArrow detects
 from the suffix) is cut into blocks of ``chunk_rows`` whole lines, so the line number of every row
 is known. Each block goes through PyArrow's C++ CSV parser with typed columns (the fast path);
@@ -47,6 +56,7 @@ import json
 import math
 import os
 import queue
+import re
 import resource
 import shutil
 import tempfile
@@ -66,6 +76,7 @@ import pyarrow.csv as pacsv
 
 from recforge.data.files import atomic_write
 from recforge.data.preprocessing import FIRST_ID, OOV_ID, PADDING_ID, EncodedColumns, Preprocessor
+from recforge.data.readers import quiet_row_handler
 from recforge.data.schema import FeatureSpec, Schema
 from recforge.data.splits import stratified_split
 from recforge.data.tabular import TabularData
@@ -142,7 +153,8 @@ def iter_criteo_chunks(path: str | Path, chunk_rows: int = DEFAULT_CHUNK_ROWS, t
 
     Raises:
         DataError: naming the file and 1-based line, for more than 40 fields, a label other
-            than 0 or 1, a non-integer ``I`` field or text that is not UTF-8; or an unreadable file.
+            than 0 or 1, a non-integer ``I`` field, text that is not UTF-8 or a last line that
+            is cut off (see the module doc); or an unreadable, truncated or corrupt file.
     """
     path = Path(path)
     if chunk_rows < 1:
@@ -225,7 +237,33 @@ def _line_blocks(path: Path, chunk_rows: int) -> Iterator[tuple[int, bytes]]:
                 pending -= chunk_rows
     tail = b"".join(pieces)
     if tail:
+        if not tail.endswith(b"\n"):
+            _check_unterminated(tail[tail.rfind(b"\n") + 1 :], line + tail.count(b"\n"), path)
         yield line, tail if tail.endswith(b"\n") else tail + b"\n"
+
+
+_CATEGORY = re.compile(rb"^[0-9a-fA-F]{8}$")
+
+
+def _check_unterminated(last: bytes, number: int, path: Path) -> None:
+    """DataError unless a final line without a newline looks complete (see the module doc)."""
+    last = last.rstrip(b"\r")
+    if not last:
+        return
+    fields = last.split(b"\t")
+    if len(fields) > NUM_FIELDS:
+        return  # the parser reports too many fields
+    final = fields[-1]
+    complete = bool(_CATEGORY.match(final)) if len(fields) < NUM_FIELDS else (not final or bool(_CATEGORY.match(final)))
+    if len(fields) > 1 + len(INTEGER_COLUMNS) and complete:  # ends in C1..C26
+        return
+    column = CRITEO_COLUMNS[len(fields) - 1]
+    raise DataError(
+        f"the last line has no newline and ends after {len(fields)} of {NUM_FIELDS} fields, in {column} = "
+        f"{final[:20].decode('utf-8', 'replace')!r}, which is not a complete category (8 hex digits): the file looks "
+        "cut off (an interrupted download or copy?); if it is complete, end it with a newline",
+        path, number,
+    )
 
 
 def _parse_block(block: bytes, first_line: int, path: Path) -> pa.Table:
@@ -245,7 +283,7 @@ def _parse_block(block: bytes, first_line: int, path: Path) -> pa.Table:
             read_options=pacsv.ReadOptions(column_names=list(CRITEO_COLUMNS), use_threads=False, block_size=1 << 20),
             parse_options=pacsv.ParseOptions(
                 delimiter="\t", quote_char=False, double_quote=False, escape_char=False,
-                ignore_empty_lines=False, invalid_row_handler=set_aside,
+                ignore_empty_lines=False, invalid_row_handler=quiet_row_handler(set_aside),
             ),
             convert_options=pacsv.ConvertOptions(
                 column_types=_ARROW_TYPES, null_values=[""], strings_can_be_null=True, quoted_strings_can_be_null=False

@@ -16,6 +16,7 @@ import shutil
 import tempfile
 import urllib.request
 import zipfile
+import zlib
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -152,23 +153,54 @@ def verify(folder: Path, files: tuple[DataFile, ...], how_to_get: str) -> dict[s
     return found
 
 
+#: What reading a damaged file raises: OSError (unreadable; gzip.BadGzipFile: not a gzip),
+#: EOFError (truncated gzip), zlib.error (corrupt gzip data), UnicodeDecodeError (not text).
+_READ_ERRORS = (OSError, EOFError, zlib.error, UnicodeDecodeError)
+
+
+def _read_error(path: Path, exc: BaseException) -> DataError:
+    if isinstance(exc, UnicodeDecodeError):
+        encoding = "UTF-8" if exc.encoding.replace("-", "").lower() == "utf8" else exc.encoding
+        return DataError(f"not valid {encoding} text (a binary or differently encoded file?)", path)
+    if isinstance(exc, (EOFError, zlib.error, gzip.BadGzipFile)):
+        return DataError(f"cannot decompress file (truncated or corrupt gzip?): {exc}", path)
+    return DataError(f"cannot read file: {getattr(exc, 'strerror', None) or exc}", path)
+
+
 @contextmanager
 def open_text(path: Path, encoding: str = "utf-8") -> Iterator[IO[str]]:
-    """Open a plain or ``.gz`` text file."""
-    if path.suffix == ".gz":
-        with gzip.open(path, "rt", encoding=encoding, newline="") as f:
-            yield f
-    else:
-        with open(path, encoding=encoding, newline="") as f:
-            yield f
+    """Open a plain or ``.gz`` text file.
+
+    Reading errors inside the ``with`` block (a truncated or corrupt gzip, text that is not
+    ``encoding``, an unreadable file) are raised as :class:`DataError` naming ``path``.
+
+    Raises:
+        DataError: the file cannot be opened or read.
+    """
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rt", encoding=encoding, newline="") as f:
+                yield f
+        else:
+            with open(path, encoding=encoding, newline="") as f:
+                yield f
+    except _READ_ERRORS as exc:
+        raise _read_error(path, exc) from None
 
 
 def read_bytes(path: Path) -> bytes:
-    """Whole content of a plain or ``.gz`` file."""
-    if path.suffix == ".gz":
-        with gzip.open(path, "rb") as f:
-            return f.read()
-    return path.read_bytes()
+    """Whole content of a plain or ``.gz`` file.
+
+    Raises:
+        DataError: the file is unreadable, or a truncated or corrupt gzip.
+    """
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as f:
+                return f.read()
+        return path.read_bytes()
+    except _READ_ERRORS as exc:
+        raise _read_error(path, exc) from None
 
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:

@@ -9,6 +9,7 @@ YAML form (every key but ``name`` optional)::
     features:
       - {name: user_id, kind: sparse, min_count: 2}
       - {name: age, kind: dense, transform: log1p}
+      - {name: income, kind: dense, transform: standardize, non_finite: clip}
       - {name: age_bucket, kind: sparse, source: age, bucketize: quantile, num_buckets: 10}
       - {name: education_x_occupation, kind: sparse, cross: [education, occupation]}
       - {name: genres, kind: sequence, separator: "|", max_length: 6}
@@ -32,6 +33,7 @@ from recforge.errors import ConfigError
 FeatureKind = Literal["sparse", "dense", "sequence"]
 DENSE_TRANSFORMS = ("none", "log1p", "standardize", "log1p_standardize")
 BUCKETIZERS = ("quantile", "log_squared")
+NON_FINITE_POLICIES = ("error", "missing", "clip")
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,11 @@ class FeatureSpec:
             behaviour sequence sharing the target item's table.
         separator: sequence from a string column: split on this (for example ``|`` for genres).
         max_length: sequence: keep the last ``max_length`` values (0: the longest in training).
+        non_finite: what a dense or bucketized (``quantile`` / ``log_squared``) feature does with
+            ``inf`` / ``-inf``, in training and at transform alike: ``error`` (a DataError naming
+            the column, file, row and value), ``missing`` (treated as a missing value) or ``clip``
+            (replaced by the training split's smallest / largest finite value). NaN and null
+            are always missing.
 
     Raises:
         ConfigError: for an inconsistent declaration, naming the feature and the field.
@@ -79,6 +86,7 @@ class FeatureSpec:
     table: str | None = None
     separator: str | None = None
     max_length: int = 0
+    non_finite: str = "error"
 
     def __post_init__(self) -> None:
         where = f"feature {self.name!r}"
@@ -122,6 +130,10 @@ class FeatureSpec:
             raise ConfigError(f"{where}: max_length must be >= 0, got {self.max_length}")
         if self.separator is not None and self.kind != "sequence":
             raise ConfigError(f"{where}: separator applies to sequence features")
+        if self.non_finite not in NON_FINITE_POLICIES:
+            raise ConfigError(f"{where}: non_finite must be one of {', '.join(NON_FINITE_POLICIES)}, got {self.non_finite!r}")
+        if self.non_finite != "error" and self.kind != "dense" and self.bucketize is None:
+            raise ConfigError(f"{where}: non_finite applies to dense and bucketized (numeric) features")
 
     @property
     def column_source(self) -> str:
@@ -274,6 +286,8 @@ class Schema:
             if bad:
                 raise ConfigError(f"{where}: features[{i}] ({entry['name']!r}) has unknown key(s) {sorted(bad)}; valid: {sorted(_FEATURE_KEYS)}")
             values = dict(entry)
+            if "cross" in values and not (isinstance(values["cross"], (list, tuple)) and all(isinstance(c, str) for c in values["cross"])):
+                raise ConfigError(f"{where}: features[{i}] ({entry['name']!r}): cross must be a list of column names, got {values['cross']!r}")
             if "cross" in values:
                 values["cross"] = tuple(values["cross"])
             try:
@@ -283,6 +297,8 @@ class Schema:
         labels = raw.get("labels", ["label"])
         if isinstance(labels, str):
             labels = [labels]
+        if not isinstance(labels, (list, tuple)) or not all(isinstance(label, str) for label in labels):
+            raise ConfigError(f"{where}: 'labels' must be a column name or a list of column names, got {labels!r}")
         try:
             return cls(features=tuple(features), labels=tuple(labels))
         except ConfigError as exc:
@@ -297,9 +313,15 @@ class Schema:
         """
         path = Path(path)
         try:
-            raw = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"cannot read schema {path}: {exc}") from None
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read schema {path}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"schema {path}: not UTF-8 text (byte {exc.start}); expected a YAML file") from None
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f", line {mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"schema {path}{where}: invalid YAML: {getattr(exc, 'problem', None) or exc}") from None
         return cls.from_dict(raw, where=str(path))
 
     def with_sizes(self, sizes: dict[str, int]) -> "Schema":

@@ -23,6 +23,7 @@ import pyarrow.csv as pacsv
 from recforge.data.datasets.registry import register_dataset
 from recforge.data.datasets.tabular import RawSplits, TabularSource
 from recforge.data.files import DataFile, FileVariant, download, resolve_data_dir, sha256
+from recforge.data.readers import cast_column, read_table
 from recforge.data.schema import FeatureSpec, Schema
 from recforge.errors import DataError
 
@@ -46,26 +47,20 @@ def read_adult(path: Path, skip_rows: int = 0) -> pa.Table:
     Raises:
         DataError: naming the file, for a wrong column count or an unknown label.
     """
-    try:
-        table = pacsv.read_csv(
-            path,
-            read_options=pacsv.ReadOptions(column_names=list(COLUMNS), skip_rows=skip_rows),
-            parse_options=pacsv.ParseOptions(delimiter=","),
-            convert_options=pacsv.ConvertOptions(
-                column_types={c: pa.string() for c in COLUMNS}, strings_can_be_null=False
-            ),
-        )
-    except pa.ArrowInvalid as exc:
-        raise DataError(f"expected 15 comma-separated Adult columns: {exc}", path) from None
+    table = read_table(
+        path,
+        "15 comma-separated Adult columns",
+        read_options=pacsv.ReadOptions(column_names=list(COLUMNS), skip_rows=skip_rows),
+        parse_options=pacsv.ParseOptions(delimiter=","),
+        convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in COLUMNS}, strings_can_be_null=False),
+        header=skip_rows > 0,
+    )
     columns = {}
     for name in COLUMNS:
         col = pc.utf8_trim_whitespace(table.column(name))
         col = pc.if_else(pc.equal(col, "?"), pa.scalar(None, pa.string()), col)
         if name in NUMERIC:
-            try:
-                col = pc.cast(col, pa.int64())
-            except pa.ArrowInvalid as exc:
-                raise DataError(f"column {name!r} must hold integers: {exc}", path) from None
+            col = cast_column(col, pa.int64(), path, name, first_line=1 + skip_rows)
         columns[name] = col
     label = pc.utf8_rtrim(columns["income_bracket"], characters=".")
     known = pc.is_in(label, value_set=pa.array(["<=50K", ">50K"]))
@@ -88,6 +83,7 @@ class Adult(TabularSource):
     citation = "Kohavi, KDD 1996; features as in the Wide & Deep tutorial (Cheng et al. 2016)"
     license = "CC BY 4.0 (UCI)"
     fractions = (0.8, 0.1, 0.1)
+    label_sources = {"income": ("income_bracket",)}  # income = income_bracket is ">50K" (read_adult)
     files = (
         DataFile(
             "training rows",

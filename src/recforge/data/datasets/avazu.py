@@ -28,7 +28,6 @@ redistribution is not clearly allowed, so files are never copied into this packa
 
 from __future__ import annotations
 
-import gzip
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +37,8 @@ import pyarrow.csv as pacsv
 
 from recforge.data.datasets.registry import register_dataset
 from recforge.data.datasets.tabular import RawSplits, TabularSource
-from recforge.data.files import DataFile, FileVariant, download, resolve_data_dir, sha256
+from recforge.data.files import DataFile, FileVariant, download, open_text, resolve_data_dir, sha256
+from recforge.data.readers import read_table
 from recforge.data.schema import FeatureSpec, Schema
 from recforge.errors import DataError, DataMissingError
 
@@ -73,16 +73,15 @@ def read_avazu(path: Path, header: bool) -> pa.Table:
             a ``click`` other than 0/1, or an ``hour`` that is not ``YYMMDDHH``.
     """
     first = 2 if header else 1  # file line of data row 0
-    try:
-        table = pacsv.read_csv(
-            path,
-            read_options=pacsv.ReadOptions(column_names=list(COLUMNS), skip_rows=1 if header else 0, block_size=1 << 26),
-            convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in COLUMNS}, strings_can_be_null=False),
-        )
-    except pa.ArrowInvalid as exc:
-        raise DataError(f"expected 24 comma-separated Avazu columns ({', '.join(COLUMNS)}): {exc}", path) from None
     if header:
         _check_header(path)
+    table = read_table(
+        path,
+        f"24 comma-separated Avazu columns ({', '.join(COLUMNS)})",
+        read_options=pacsv.ReadOptions(column_names=list(COLUMNS), skip_rows=1 if header else 0, block_size=1 << 26),
+        convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in COLUMNS}, strings_can_be_null=False),
+        header=header,
+    )
     columns = {name: table.column(name) for name in COLUMNS}
     click = columns["click"]
     bad = pc.invert(pc.is_in(click, value_set=pa.array(["0", "1"])))
@@ -107,8 +106,7 @@ def read_avazu(path: Path, header: bool) -> pa.Table:
 
 
 def _check_header(path: Path) -> None:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8", newline="") as f:  # type: ignore[operator]
+    with open_text(path) as f:
         found = f.readline().rstrip("\r\n")
     if found != ",".join(COLUMNS):
         raise DataError(f"expected the Avazu header {','.join(COLUMNS)!r}, found {found[:200]!r}", path, 1)
@@ -201,10 +199,7 @@ class Avazu(TabularSource):
         for filename in self.accepted:
             path = folder / filename
             if path.is_file():
-                try:
-                    _check_header(path)
-                except (OSError, EOFError, UnicodeDecodeError) as exc:
-                    raise DataError(f"cannot read the Avazu header: {exc}", path) from None
+                _check_header(path)
                 return {"training rows": path}
         names = " or ".join(self.accepted)
         raise DataMissingError(f"missing Avazu training file: expected {names} in {folder}. {self.how_to_get(folder)}")

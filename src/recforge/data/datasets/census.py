@@ -48,6 +48,7 @@ import pyarrow.csv as pacsv
 from recforge.data.datasets.registry import register_dataset
 from recforge.data.datasets.tabular import RawSplits, TabularSource
 from recforge.data.files import DataFile, FileVariant, atomic_write, download, resolve_data_dir, sha256
+from recforge.data.readers import cast_column, read_table
 from recforge.data.schema import FeatureSpec, Schema
 from recforge.errors import DataError
 
@@ -79,7 +80,7 @@ COLLEGE = (
 )
 LABELS = ("income", "never_married", "education_college")
 #: Raw columns a label is derived from (never a feature of a model predicting that label).
-LABEL_SOURCES = {"income": (), "never_married": ("marital_stat",), "education_college": ("education",)}
+LABEL_SOURCES = {"income": ("income_bracket",), "never_married": ("marital_stat",), "education_college": ("education",)}
 
 
 def read_census(path: Path) -> pa.Table:
@@ -93,24 +94,19 @@ def read_census(path: Path) -> pa.Table:
         DataError: naming the file (and line) for a wrong column count, a non-numeric value in a
             numeric column or an unknown income label.
     """
-    try:
-        table = pacsv.read_csv(
-            path,
-            read_options=pacsv.ReadOptions(column_names=list(COLUMNS)),
-            parse_options=pacsv.ParseOptions(delimiter=",", quote_char=False),
-            convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in COLUMNS}, strings_can_be_null=False),
-        )
-    except pa.ArrowInvalid as exc:
-        raise DataError(f"expected 42 comma-separated Census-Income columns: {exc}", path) from None
+    table = read_table(
+        path,
+        "42 comma-separated Census-Income columns",
+        read_options=pacsv.ReadOptions(column_names=list(COLUMNS)),
+        parse_options=pacsv.ParseOptions(delimiter=",", quote_char=False),
+        convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in COLUMNS}, strings_can_be_null=False),
+    )
     columns = {}
     for name in COLUMNS:
         col = pc.utf8_trim_whitespace(table.column(name))
         col = pc.if_else(pc.equal(col, "?"), pa.scalar(None, pa.string()), col)
         if name in NUMERIC or name == "instance_weight":
-            try:
-                col = pc.cast(col, pa.float64())
-            except pa.ArrowInvalid as exc:
-                raise DataError(f"column {name!r} must hold numbers: {exc}", path) from None
+            col = cast_column(col, pa.float64(), path, name)
         columns[name] = col
     label = columns["income_bracket"]
     known = pc.is_in(label, value_set=pa.array(["- 50000.", "50000+."]))
@@ -137,6 +133,7 @@ class CensusIncome(TabularSource):
     citation = "UCI Census-Income (KDD) (Lane & Kohavi, 2000); tasks as in MMoE (Ma et al., KDD 2018)"
     license = "CC BY 4.0 (UCI)"
     fractions = (0.8, 0.1, 0.1)
+    label_sources = LABEL_SOURCES
     files = (
         DataFile(
             "census rows",

@@ -45,6 +45,7 @@ from recforge.data.datasets.movielens import _cleanup_on_failure
 from recforge.data.datasets.registry import register_dataset
 from recforge.data.datasets.tabular import RawSplits, TabularSource
 from recforge.data.files import DataFile, FileVariant, download, extract_member, read_bytes, resolve_data_dir, sha256
+from recforge.data.readers import cast_column, read_table
 from recforge.data.schema import FeatureSpec, Schema
 from recforge.data.tabular import TabularData
 from recforge.errors import DataError
@@ -77,14 +78,13 @@ def read_raw_log(path: Path) -> tuple[np.ndarray, list[np.ndarray]]:
         DataError: naming the file for a wrong header, non-integer ids, or more distinct values
             in a field than the NFM files allow.
     """
-    try:
-        table = pacsv.read_csv(
-            path,
-            parse_options=pacsv.ParseOptions(delimiter="\t", quote_char=False),
-            convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in RAW_COLUMNS}, strings_can_be_null=False),
-        )
-    except pa.ArrowInvalid as exc:
-        raise DataError(f"expected the tab-separated Frappe log with columns {', '.join(RAW_COLUMNS)}: {exc}", path) from None
+    table = read_table(
+        path,
+        f"the tab-separated Frappe log with columns {', '.join(RAW_COLUMNS)}",
+        parse_options=pacsv.ParseOptions(delimiter="\t", quote_char=False),
+        convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in RAW_COLUMNS}, strings_can_be_null=False),
+        header=True,
+    )
     if tuple(table.column_names) != RAW_COLUMNS:
         raise DataError(f"expected header {' '.join(RAW_COLUMNS)}, found {' '.join(table.column_names)}", path, 1)
     codes = np.zeros((table.num_rows, len(FIELDS)), dtype=np.int64)
@@ -92,10 +92,7 @@ def read_raw_log(path: Path) -> tuple[np.ndarray, list[np.ndarray]]:
     for j, field in enumerate(FIELDS):
         column = table.column(field).to_numpy(zero_copy_only=False).astype(str)
         if j < 2:
-            try:
-                codes[:, j] = column.astype(np.int64)
-            except ValueError:
-                raise DataError(f"{field} ids must be integers", path) from None
+            codes[:, j] = cast_column(table.column(field), pa.int64(), path, field, first_line=2).to_numpy()
             out = (codes[:, j] < 0) | (codes[:, j] >= CARDINALITIES[j])
             if out.any():
                 row = int(np.flatnonzero(out)[0])

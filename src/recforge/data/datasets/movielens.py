@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from recforge.data.datasets.registry import DatasetSource, register_dataset
@@ -194,7 +195,10 @@ class MovieLens1M(_RawMovieLens):
 
     def read_ratings(self, path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         if path.suffix == ".parquet":
-            table = pq.read_table(path)
+            try:
+                table = pq.read_table(path)
+            except (pa.ArrowException, OSError) as exc:
+                raise DataError(f"not a readable Parquet file (truncated or corrupt?): {exc}", path) from None
             missing = {"userID", "movieID"} - set(table.column_names)
             if missing:
                 raise DataError(f"expected columns userID and movieID, missing {sorted(missing)}", path)

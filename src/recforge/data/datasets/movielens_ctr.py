@@ -38,7 +38,7 @@ from recforge.data.datasets.movielens import GROUPLENS_CITATION, MovieLens100K, 
 from recforge.data.datasets.registry import register_dataset
 from recforge.data.datasets.tabular import RawSplits, TabularSource
 from recforge.data.files import DataFile, FileVariant, resolve_data_dir, sha256
-from recforge.data.readers import read_int_columns
+from recforge.data.readers import cast_column, read_int_columns, read_table
 from recforge.data.schema import FeatureSpec, Schema
 from recforge.errors import DataError
 
@@ -56,25 +56,23 @@ ITEM_COLUMNS = ("item_id", "title", "release_date", "video_release_date", "imdb_
 
 def _read_pipe_file(path: Path, names: tuple[str, ...], encoding: str) -> pa.Table:
     """A headerless ``|``-separated file as strings (no quoting: titles hold quotes)."""
-    try:
-        return pacsv.read_csv(
-            path,
-            read_options=pacsv.ReadOptions(column_names=list(names), encoding=encoding),
-            parse_options=pacsv.ParseOptions(delimiter="|", quote_char=False),
-            convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in names}, strings_can_be_null=False),
-        )
-    except pa.ArrowInvalid as exc:
-        raise DataError(f"expected {len(names)} '|'-separated columns ({', '.join(names)}): {exc}", path) from None
+    return read_table(
+        path,
+        f"{len(names)} '|'-separated columns ({', '.join(names)})",
+        read_options=pacsv.ReadOptions(column_names=list(names), encoding=encoding),
+        parse_options=pacsv.ParseOptions(delimiter="|", quote_char=False),
+        convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in names}, strings_can_be_null=False),
+    )
 
 
 def _ids(table: pa.Table, column: str, path: Path) -> np.ndarray:
-    try:
-        ids = pc.cast(table.column(column), pa.int64()).to_numpy()
-    except pa.ArrowInvalid as exc:
-        raise DataError(f"{column} must be integers: {exc}", path) from None
-    if len(np.unique(ids)) != len(ids):
-        row = int(np.flatnonzero(np.bincount(ids - ids.min()) > 1)[0])
-        raise DataError(f"{column} {row + ids.min()} appears more than once; expected one line per id", path)
+    ids = cast_column(table.column(column), pa.int64(), path, column).to_numpy()
+    unique, first = np.unique(ids, return_index=True)
+    if len(unique) != len(ids):
+        seen = np.zeros(len(ids), dtype=bool)
+        seen[first] = True
+        row = int(np.flatnonzero(~seen)[0])
+        raise DataError(f"{column} {ids[row]} appears more than once; expected one line per id", path, row + 1)
     return ids
 
 
@@ -82,10 +80,7 @@ def read_users(path: Path) -> tuple[np.ndarray, pa.Table]:
     """``u.user`` -> (user ids, table of age, age_group, gender, occupation, zip_prefix)."""
     table = _read_pipe_file(path, USER_COLUMNS, "utf-8")
     ids = _ids(table, "user_id", path)
-    try:
-        age = pc.cast(table.column("age"), pa.int64()).to_numpy()
-    except pa.ArrowInvalid as exc:
-        raise DataError(f"age must be integers: {exc}", path) from None
+    age = cast_column(table.column("age"), pa.int64(), path, "age").to_numpy()
     zip_code = pc.utf8_trim_whitespace(table.column("zip_code"))
     features = pa.table({
         "age": age,
@@ -140,6 +135,7 @@ class MovieLens100KCTR(TabularSource):
     citation = GROUPLENS_CITATION
     license = "GroupLens ML-100K terms: research use only, no redistribution"
     fractions = (0.8, 0.1, 0.1)
+    label_sources = {"click": ("rating",)}  # click = rating >= 4
     files = (
         MovieLens100K.files[0],  # "ratings": u.data / u.data.gz
         DataFile("users", (FileVariant("u.user", sha256("f120e114da2e8cf314fd28f99417c94ae9ddf1cb6db8ce0e4b5995d40e90e62c")),)),

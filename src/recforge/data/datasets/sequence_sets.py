@@ -38,8 +38,6 @@ negatives are drawn from the items that occur in the events.
 from __future__ import annotations
 
 import ast
-import gzip
-import io
 import json
 import re
 from dataclasses import dataclass, field
@@ -56,8 +54,8 @@ from recforge.data.datasets.movielens import GROUPLENS_CITATION, MovieLens100K, 
 from recforge.data.datasets.movielens_ctr import GENRES, MovieLens100KCTR, _lookup, read_items
 from recforge.data.datasets.registry import register_dataset
 from recforge.data.datasets.tabular import RawSplits, TabularSource
-from recforge.data.files import Checksum, DataFile, FileVariant, download, resolve_data_dir, sha256
-from recforge.data.readers import read_int_columns
+from recforge.data.files import Checksum, DataFile, FileVariant, download, open_text, resolve_data_dir, sha256
+from recforge.data.readers import read_int_columns, read_table
 from recforge.data.schema import FeatureSpec, Schema
 from recforge.data.sequences import behaviour_samples
 from recforge.errors import DataError
@@ -215,14 +213,13 @@ RECHORUS_RAW = (
 
 def _read_tsv_ints(path: Path, columns: tuple[str, ...]) -> list[np.ndarray]:
     """Integer ``columns`` of a tab-separated file with a header (plain or .gz)."""
-    try:
-        table = pacsv.read_csv(
-            path,
-            parse_options=pacsv.ParseOptions(delimiter="\t", quote_char=False),
-            convert_options=pacsv.ConvertOptions(column_types={c: pa.int64() for c in columns}),
-        )
-    except pa.ArrowInvalid as exc:
-        raise DataError(f"expected a tab-separated file with a header and integer columns {', '.join(columns)}: {exc}", path) from None
+    table = read_table(
+        path,
+        f"a tab-separated file with a header and integer columns {', '.join(columns)}",
+        parse_options=pacsv.ParseOptions(delimiter="\t", quote_char=False),
+        convert_options=pacsv.ConvertOptions(column_types={c: pa.int64() for c in columns}),
+        header=True,
+    )
     missing = [c for c in columns if c not in table.column_names]
     if missing:
         raise DataError(f"header lacks column(s) {missing}; found {table.column_names}", path, 1)
@@ -313,8 +310,9 @@ _ASIN = re.compile(r"""["']asin["']\s*:\s*["']([^"']+)["']""")
 _CATEGORIES = re.compile(r"""["']categories["']\s*:\s*(\[\s*\[.*?\]\s*\])""")
 
 
-def _open_lines(path: Path) -> io.TextIOBase:
-    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")  # noqa: SIM115
+def _open_lines(path: Path) -> Any:
+    """The file's lines (plain or .gz); a truncated or corrupt gzip or non-UTF-8 text is a DataError."""
+    return open_text(path)
 
 
 def _string_ids(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, pa.Array]:
@@ -426,10 +424,12 @@ def read_electronics_sample(path: Path) -> Events:
     Raises:
         DataError: for a missing column or an item listed with two categories.
     """
-    try:
-        table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types={c: pa.int64() for c in ("user_id", "item_id", "time", "cate_id")}))
-    except pa.ArrowInvalid as exc:
-        raise DataError(f"expected CSV columns user_id, item_id, time, cate_id (integers): {exc}", path) from None
+    table = read_table(
+        path,
+        "CSV columns user_id, item_id, time, cate_id (integers)",
+        convert_options=pacsv.ConvertOptions(column_types={c: pa.int64() for c in ("user_id", "item_id", "time", "cate_id")}),
+        header=True,
+    )
     missing = {"user_id", "item_id", "time", "cate_id"} - set(table.column_names)
     if missing:
         raise DataError(f"header lacks column(s) {sorted(missing)}", path, 1)
