@@ -33,6 +33,7 @@ from recforge.evaluation.protocols import pointwise_metrics, score_rows, task_lo
 from recforge.training.optim import build_optimizers
 from recforge.training.records import RunRecorder
 from recforge.training.regularization import EmbeddingL2
+from recforge.training.threads import ThreadGovernor, automatic_threads
 from recforge.training.trainer import FitResult, resolve_device
 
 CHECK_EVERY = 100  # batches between progress refreshes and NaN checks (each check syncs)
@@ -166,6 +167,8 @@ class PointwiseTrainer:
         # A resumed run adds its earlier wall time, so total_s covers the whole run.
         started = time.perf_counter() - (float(resume.get("elapsed_s", 0.0)) if resume is not None else 0.0)
         rows = len(self.columns["train"])
+        notify = (lambda message: self.console.print(message, highlight=False)) if self.console else None
+        self.governor = ThreadGovernor(automatic_threads() and self.device.type == "cpu", notify)
 
         with self._progress() as progress:
             for epoch in range(start_epoch, cfg.epochs + 1):
@@ -245,6 +248,7 @@ class PointwiseTrainer:
         total = torch.zeros((), dtype=torch.float64, device=self.device)
         with EmbeddingL2(self.model, self.config.embedding_l2) as regulariser:
             for step, batch in enumerate(cols.batches(self.config.batch_size, order), start=1):
+                self.governor.tick()
                 batch = batch.to(self.device)
                 logits = task_logits(self.model(batch), self.tasks)
                 loss = masked_bce(logits, batch.labels, self.task_weights)
