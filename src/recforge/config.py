@@ -44,6 +44,9 @@ class DataConfig:
         schema: path of a YAML schema replacing a tabular dataset's default features
             (see :mod:`recforge.data.schema`).
         tasks: label columns to learn (multi-task), in order; empty: the dataset's default label.
+        encoded: folder written by ``recforge data prepare NAME --input FILE --output DIR`` for a
+            Criteo-format dataset: train on its encoded columns (split, vocabularies and schema as
+            they were encoded) instead of the registered files.
     """
 
     name: str = "movielens-1m-ncf"
@@ -51,11 +54,14 @@ class DataConfig:
     validation: bool = True
     schema: str | None = None
     tasks: tuple[str, ...] = ()
+    encoded: str | None = None
 
     def __post_init__(self) -> None:
         check_seed("data.split_seed", self.split_seed)
         if len(set(self.tasks)) != len(self.tasks) or any(not isinstance(t, str) or not t for t in self.tasks):
             raise ConfigError(f"data.tasks must be distinct label names, got {list(self.tasks)}")
+        if self.encoded is not None and (self.schema or self.tasks):
+            raise ConfigError("data.encoded: the encoded folder fixes the features and labels; data.schema and data.tasks cannot be given with it")
 
 
 @dataclass(frozen=True)

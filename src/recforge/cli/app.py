@@ -5,6 +5,7 @@ Exit codes: 0 success, 2 user error (one clear line on stderr, no traceback), 1 
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -71,22 +72,53 @@ def data_info(
     data_dir: DataDir = None,
     seed: Annotated[int, typer.Option(help="Split seed (sampled negatives, random hold-outs).")] = 0,
 ) -> None:
-    """Verify a dataset's files and print its counts."""
+    """Verify a dataset's files and print its counts, features, raw columns and split."""
     from recforge.data.datasets import get_dataset
     from recforge.data.files import resolve_data_dir
 
     source = get_dataset(name)
-    data = source.load(data_dir, seed=check_seed("--seed", seed))
+    data = source.load(data_dir, seed=check_seed("--seed", seed))  # verifies the files first
+    folder = resolve_data_dir(data_dir) / source.folder
     table = Table("", name, show_header=True)
-    table.add_row("folder", str(resolve_data_dir(data_dir) / source.folder))
+    table.add_row("folder", str(folder))
+    table.add_row("checksums", escape(_checks_done(source, folder, data_dir)))
     for key, value in data.describe().items():
         table.add_row(key, f"{value:,}" if isinstance(value, (int, float)) else escape(str(value)))
     if hasattr(data, "with_validation"):
         with_valid = data.with_validation(seed)
         table.add_row("train interactions after the validation hold-out", f"{with_valid.num_train:,}")
+    table.add_row("raw columns", escape(_raw_columns(source, data)))
     table.add_row("source", source.citation)
     table.add_row("licence", source.license)
     out.print(table)
+
+
+def _checks_done(source: Any, folder: Path, data_dir: Optional[Path]) -> str:
+    """What ``source.verify`` checked, file by file: the checksum kind, or what stands in for it."""
+    if not source.files:  # no published checksum: the source's own verify() checks presence and format
+        names = ", ".join(p.name for p in source.verify(data_dir).values())
+        return f"none published; checked instead: {names} present and its first line parsed"
+    by_kind: dict[str, list[str]] = {}
+    for data_file in source.files:
+        hit = data_file.locate(folder)
+        if hit is not None:
+            by_kind.setdefault(hit[1].checksum.kind, []).append(hit[0].name)
+    named = {"sha256": "verified: sha256", "git_blob": "verified: git blob id (sha1)"}
+    return "; ".join(f"{named.get(kind, 'checked: ' + kind)} of {', '.join(names)}" for kind, names in by_kind.items())
+
+
+def _raw_columns(source: Any, data: Any) -> str:
+    """The raw columns a ``--schema`` can name (recorded at encode time; Criteo's are fixed)."""
+    from recforge.data.criteo import CRITEO_COLUMNS
+    from recforge.data.datasets.criteo import CriteoFormat
+    from recforge.data.datasets.tabular import TabularSource
+
+    if not isinstance(source, TabularSource):
+        return "none: --schema applies to tabular datasets; this one is (user, item) implicit feedback"
+    columns = data.info.get("raw_columns") or (CRITEO_COLUMNS if isinstance(source, CriteoFormat) else None)
+    if not columns:
+        return "not recorded in this cached encoding (clear the cache directory to rebuild it)"
+    return f"{len(columns)}: {', '.join(columns)}"
 
 
 @data_app.command("prepare")
@@ -120,6 +152,8 @@ def data_prepare(
     source = get_dataset(name)
     check_seed("--seed", seed)
     if input is not None or output is not None or min_count is not None:
+        if output is not None:
+            _check_output_path(output, "--output", "encoded folder")
         _prepare_criteo_input(source, input, output, min_count, seed, quiet)
         return
     if download:
@@ -141,11 +175,12 @@ def data_prepare(
 def _prepare_criteo_input(source: Any, input: Optional[Path], output: Optional[Path], min_count: Optional[int], seed: int, quiet: bool) -> None:
     """``data prepare NAME --input FILE``: stream-encode a Criteo-format file and report speed and memory."""
     import dataclasses
-    import hashlib
-    import json
 
+    from recforge.data.criteo import DEFAULT_CHUNK_ROWS
     from recforge.data.datasets.criteo import CriteoFormat
+    from recforge.data.datasets.tabular import CACHE_FORMAT
     from recforge.data.files import resolve_cache_dir
+    from recforge.data.fingerprint import cache_key
     from recforge.data.schema import Schema
 
     if not isinstance(source, CriteoFormat):
@@ -160,9 +195,9 @@ def _prepare_criteo_input(source: Any, input: Optional[Path], output: Optional[P
             raise ConfigError(f"--min-count must be >= 1, got {min_count}")
         schema = Schema(tuple(dataclasses.replace(f, min_count=min_count) if f.kind != "dense" else f for f in schema.features), schema.labels)
     if output is None:
-        stat = input.resolve().stat()
-        key = json.dumps([str(input.resolve()), stat.st_size, stat.st_mtime_ns, seed, schema.to_dict()], sort_keys=True)
-        output = resolve_cache_dir() / "criteo-input" / f"{input.name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+        # keyed on the input's content (hashed once, then memoised), not its path and times
+        key = cache_key(CACHE_FORMAT, source.name, seed, source.fractions, schema.to_dict(), DEFAULT_CHUNK_ROWS, paths={"input": input})
+        output = resolve_cache_dir() / "criteo-input" / f"{input.name}-{key}"
     summary = source.encode_file(input, output, seed=seed, schema=schema, progress=not quiet)
     splits = ", ".join(f"{k} {v:,}" for k, v in summary.split_rows.items())
     out.print(
@@ -193,8 +228,12 @@ def data_generate_criteo(
     from recforge.data.criteo import generate_criteo
 
     check_seed("--seed", seed)
+    _check_output_path(output, "--output", "output file")
     started = time.perf_counter()
-    generate_criteo(output, rows, seed=seed, short_line_fraction=short_lines)
+    try:
+        generate_criteo(output, rows, seed=seed, short_line_fraction=short_lines)
+    except OSError as exc:  # for example a read-only or special file system that os.access cannot tell
+        raise ConfigError(f"--output {output}: cannot write the file: {exc.strerror or exc}") from None
     seconds = time.perf_counter() - started
     out.print(
         f"wrote {rows:,} Criteo-format rows to {output} ({output.stat().st_size / 2**20:,.1f} MiB) in {seconds:.1f} s",
@@ -230,18 +269,19 @@ def train(
     data_dir: DataDir = None,
     output_dir: Annotated[Path, typer.Option(help="Where run directories go.")] = Path("runs"),
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda or cuda:N.")] = None,
-    threads: Annotated[Optional[int], typer.Option(help="torch CPU threads (default: all cores).")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="torch CPU threads (default: 1 for NCF/MF models, else the CPUs other processes leave idle, re-checked while training; env RECFORGE_THREADS).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress output.")] = False,
     schema: Annotated[Optional[Path], typer.Option("--schema", help="YAML feature schema for a tabular dataset.")] = None,
     tasks: Annotated[Optional[str], typer.Option("--tasks", help="Comma-separated label columns to learn together (multi-task).")] = None,
     resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue a CTR / sequence run directory from its last epoch (give --epochs; --device, --threads and --data-dir may be given too).")] = None,
+    encoded: Annotated[Optional[Path], typer.Option("--encoded", help="Criteo-format datasets: train on a folder written by `data prepare NAME --input FILE --output DIR`.")] = None,
 ) -> None:
     """Train MODEL on a dataset, select the epoch on validation, score the test set once."""
     from recforge.config import apply_overrides, from_dict, read_yaml
     from recforge.training.experiment import run_experiment
 
     if resume is not None:
-        if config or set_ or any(v is not None for v in (dataset, factors, batch_size, lr, seed, schema, tasks)):
+        if config or set_ or any(v is not None for v in (dataset, factors, batch_size, lr, seed, schema, tasks, encoded)):
             raise ConfigError("--resume continues a run with its own config.yaml; only --epochs, --device and --threads may be given")
         config = resume / "config.yaml"
         if not config.is_file():
@@ -249,6 +289,7 @@ def train(
     raw: dict[str, Any] = read_yaml(config) if config else {}
     cli_values = {
         "data.schema": str(schema) if schema else None,
+        "data.encoded": str(encoded.resolve()) if encoded else None,  # absolute: evaluate / --resume may run elsewhere
         "data.tasks": [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None,
         "data.name": dataset,
         "model.factors": factors,
@@ -268,7 +309,9 @@ def train(
     resolved = from_dict(raw)
     if not isinstance(raw.get("data"), dict) or not raw["data"].get("name"):
         raise ConfigError("--dataset is required (see `recforge data list`), or a --config file naming data.name")
-    _set_threads(threads)
+    if resume is None:
+        _check_output_path(output_dir, "--output-dir", "run directory")
+    _set_threads(threads, (model,), quiet)
     result = run_experiment(resolved, data_dir=data_dir, output_dir=output_dir, console=None if quiet else console, resume=resume)
     out.print(summary_table(result.summary))
     out.print(f"run directory: {result.path}", soft_wrap=True)
@@ -293,6 +336,65 @@ def evaluate(
     out.print(table)
 
 
+@app.command("recommend")
+@user_errors
+def recommend(
+    run: Annotated[Path, typer.Argument(help="A run directory of an implicit-feedback model (itempop, mf, gmf, mlp, neumf).")],
+    users: Annotated[Optional[str], typer.Option("--users", help="Comma-separated raw user ids, e.g. 17,42.")] = None,
+    users_file: Annotated[
+        Optional[Path], typer.Option("--users-file", help="File of raw user ids: one per line, CSV/TSV with a 'user' column, or Parquet.")
+    ] = None,
+    all_users: Annotated[bool, typer.Option("--all-users", help="Every user seen in training.")] = False,
+    k: Annotated[int, typer.Option("--k", help="Items per user.")] = 10,
+    include_seen: Annotated[bool, typer.Option("--include-seen", help="Keep the user's training items among the candidates.")] = False,
+    output: Annotated[
+        Optional[Path], typer.Option("--output", help="Write the table here (.csv, .json or .parquet) instead of printing it.")
+    ] = None,
+    data_dir: DataDir = None,
+    threads: Annotated[Optional[int], typer.Option(help="torch CPU threads (default: 1, as for training these models; env RECFORGE_THREADS).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No messages on stderr.")] = False,
+) -> None:
+    """Top-K items for users of a trained run: raw item ids, scores (logits; ItemPop: counts), training items left out.
+
+    A user not seen in training gets the most popular items (training counts), marked cold.
+    Equal scores rank the lower item id first.
+    """
+    from recforge.serving.recommender import Recommender
+    from recforge.serving.table_files import check_output_format, read_user_ids, write_table
+    from recforge.training.records import load_run_config
+
+    given = [name for name, value in (("--users", users), ("--users-file", users_file), ("--all-users", all_users or None)) if value is not None]
+    if len(given) != 1:
+        raise ConfigError(f"give exactly one of --users, --users-file, --all-users (got {', '.join(given) or 'none'})")
+    if k < 1:
+        raise ConfigError(f"--k must be >= 1, got {k}")
+    if output is not None:
+        check_output_format(output)
+        _check_output_path(output, "--output", "output file")
+    if users is not None:
+        requested: Any = [u.strip() for u in users.split(",")]
+        if any(not u for u in requested):
+            raise ConfigError(f"--users {users!r}: an empty id between commas; give ids like 17,42")
+    elif users_file is not None:
+        requested = read_user_ids(users_file)
+    if run.is_dir():
+        _set_threads(threads, (load_run_config(run).model_name,), quiet=True)
+    recommender = Recommender.from_run(run, data_dir)
+    if all_users:
+        requested = recommender.known_users()
+    table = recommender.recommend(requested, k=k, include_seen=include_seen)
+    if output is not None:
+        write_table(table, output)
+        if not quiet:
+            console.print(f"wrote {table.num_rows:,} recommendations for {len(requested):,} users to {output}", highlight=False)
+        return
+    shown = Table(*table.column_names)
+    for row in zip(*(table.column(name).to_pylist() for name in table.column_names)):
+        user, rank, item, score, cold = row
+        shown.add_row(escape(str(user)), str(rank), escape(str(item)), f"{score:.4f}", "yes" if cold else "")
+    out.print(shown)
+
+
 @app.command("compare")
 @user_errors
 def compare(
@@ -307,7 +409,7 @@ def compare(
     data_dir: DataDir = None,
     output_dir: Annotated[Path, typer.Option(help="Where run directories go (finished ones there are reused).")] = Path("runs"),
     report_dir: Annotated[Optional[Path], typer.Option(help="Where the report goes (default: <output-dir>/compare-<dataset>-<models>-seeds<first>-<last>).")] = None,
-    threads: Annotated[Optional[int], typer.Option(help="torch CPU threads (default: all cores).")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="torch CPU threads (default: 1 for NCF/MF models, else the CPUs other processes leave idle, re-checked while training; env RECFORGE_THREADS).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="Only the final tables.")] = False,
 ) -> None:
     """Train every model with every seed (same split and candidates), then report mean ± std, 95 % CIs and paired tests.
@@ -333,10 +435,11 @@ def compare(
     raw = apply_overrides(raw, [], {k: v for k, v in values.items() if v is not None})
     if not isinstance(raw.get("data"), dict) or not raw["data"].get("name"):
         raise ConfigError("--dataset is required (see `recforge data list`), or a --config file naming data.name")
-    _set_threads(threads)
+    _set_threads(threads, tuple(m.split("+")[0] for m in models), quiet)
     plan = plan_comparison(models, list(range(first_seed, first_seed + seeds)), raw, list(set_ or []))
     if report_dir is not None:
         _check_output_dir(report_dir, "--report-dir")
+    _check_output_path(output_dir, "--output-dir", "run directory")
     runs = run_comparison(plan, output_dir, data_dir, console=None if quiet else console)
     comparison = _analyze(runs)
     name = "-".join(m.replace("+", "_") for m in models)
@@ -351,22 +454,75 @@ def compare(
 def report(
     runs: Annotated[list[Path], typer.Argument(help="Run directories, or folders holding run directories.")],
     output: Annotated[Path, typer.Option("--output", help="Folder for report.md, report.html, the plots and comparison.json.")] = Path("report"),
+    dataset: Annotated[Optional[str], typer.Option("--dataset", help="Report only the runs of this dataset.")] = None,
 ) -> None:
-    """Tables, plots and an HTML page for finished runs: runs that differ only by seed form one model's group."""
-    from recforge.reporting.runs import find_runs
+    """Tables, plots and an HTML page for finished runs: runs that differ only by seed form one model's group.
+
+    Runs of several datasets get one report each, in ``<output>/<dataset>/`` (``--dataset NAME``:
+    only that dataset's, in ``<output>``).
+    """
+    from recforge.reporting.runs import by_dataset, find_runs
 
     _check_output_dir(output, "--output")
-    records = find_runs(list(runs))
+    records = find_runs(list(runs), dataset=dataset)
     if (output / "config.yaml").is_file():
         raise ConfigError(f"--output {output} is a run directory; choose a folder of its own for the report")
-    comparison = _analyze(records)
-    files = _write_report(comparison, output)
-    _print_comparison(comparison, files)
+    groups = by_dataset(records)
+    if len(groups) == 1:
+        targets = {name: output for name in groups}
+    else:
+        targets = {name: output / name for name in groups}
+        out.print(f"runs of {len(groups)} datasets: one report each: " + ", ".join(f"{n} -> {t}" for n, t in targets.items()), highlight=False)
+    for name, group in groups.items():
+        _check_output_dir(targets[name], "--output")
+        comparison = _analyze(group)
+        files = _write_report(comparison, targets[name])
+        _print_comparison(comparison, files)
 
 
 def _check_output_dir(path: Path, option: str) -> None:
-    if path.exists() and not path.is_dir():
+    if os.path.lexists(path) and not path.is_dir():
         raise ConfigError(f"{option} {path} is a file; give a folder for the report files")
+    _check_output_path(path, option, "report folder")
+
+
+def _check_output_path(path: Path, option: str, what: str) -> None:
+    """Check, before any work, that ``path`` can be created: one clear line instead of an OSError.
+
+    Args:
+        path: the output file or folder (need not exist).
+        option: the CLI option, for the message (``--output``).
+        what: what is created there, for the message: ``"output file"`` (``path`` is a file), or
+            a folder such as ``"run directory"`` (``path`` is a folder, or holds the folder).
+
+    Raises:
+        ConfigError: naming ``path``, for a name longer than the file system allows (ENAMETOOLONG),
+            a file where a folder is needed or the reverse, or a folder that is not writable.
+    """
+    folder = what != "output file"
+    existing = next(p for p in (path, *path.parents) if os.path.lexists(p))  # "." or "/" at the latest
+    base = existing if os.path.isdir(existing) else existing.parent
+    try:
+        name_max, path_max = os.pathconf(base, "PC_NAME_MAX"), os.pathconf(base, "PC_PATH_MAX")
+    except (OSError, ValueError):
+        name_max, path_max = 255, 4096
+    problem = None
+    long_names = [part for part in path.parts if len(os.fsencode(part)) > name_max]
+    writable = existing if existing != path or folder else existing.parent
+    if long_names:
+        problem = f"has a name of {len(os.fsencode(long_names[0]))} bytes ({long_names[0][:20]}...); the file system allows {name_max}"
+    elif len(os.fsencode(os.path.abspath(path))) >= path_max:
+        problem = f"is longer than the file system allows ({path_max} bytes)"
+    elif existing != path and not os.path.isdir(existing):
+        problem = f"is under {existing}, which is a file, not a folder"
+    elif existing == path and folder and not os.path.isdir(path):
+        problem = "is a file; give a folder"
+    elif existing == path and not folder and os.path.isdir(path):
+        problem = "is a folder; give a file name"
+    elif not os.access(writable, os.W_OK | os.X_OK):
+        problem = f"is in {writable}, which is not writable"
+    if problem is not None:
+        raise ConfigError(f"cannot create {what}: {option} {path} {problem}")
 
 
 def _analyze(runs: Any) -> Any:
@@ -387,13 +543,14 @@ def _write_report(comparison: Any, target: Path, command: Optional[str] = None) 
         raise ConfigError(f"cannot write the report to {target}: {exc.strerror or exc}") from None
 
 
-def _set_threads(threads: Optional[int]) -> None:
-    if threads is not None:
-        if threads < 1:
-            raise ConfigError(f"--threads must be >= 1, got {threads}")
-        import torch
+def _set_threads(threads: Optional[int], models: tuple[str, ...] = (), quiet: bool = False) -> None:
+    """Set torch's CPU threads: ``--threads`` if given, else the busy-machine-safe default of
+    :func:`recforge.training.threads.choose_threads`; says which on stderr unless ``quiet``."""
+    from recforge.training.threads import apply_threads
 
-        torch.set_num_threads(threads)
+    message = apply_threads(threads, models)
+    if not quiet:
+        console.print(message, highlight=False)
 
 
 def _print_comparison(comparison: Any, files: dict[str, Path]) -> None:

@@ -102,14 +102,20 @@ def _read_json(path: Path, text: str | None = None, line: int | None = None) -> 
         raise ConfigError(f"{where}: not valid JSON ({exc})") from None
 
 
-def find_runs(paths: list[str | Path]) -> list[RunRecord]:
+def find_runs(paths: list[str | Path], dataset: str | None = None) -> list[RunRecord]:
     """Finished runs named by ``paths``: run directories, or folders holding run directories.
 
     Unfinished run directories inside a folder are skipped; a named run directory that is
-    unfinished is an error.
+    unfinished is an error. Labels are given over all the runs found; report several datasets
+    with :func:`by_dataset`, which labels each dataset's runs on their own.
+
+    Args:
+        paths: run directories or folders holding them.
+        dataset: keep only the runs of this dataset (``data.name``).
 
     Raises:
-        ConfigError: if a path does not exist, or nothing finished is found.
+        ConfigError: if a path does not exist, nothing finished is found, or no run is of
+            ``dataset`` (the datasets found are listed).
     """
     runs: list[RunRecord] = []
     for given in paths:
@@ -126,7 +132,22 @@ def find_runs(paths: list[str | Path]) -> list[RunRecord]:
                 runs.append(load_run(child))
     if not runs:
         raise ConfigError(f"no finished runs (directories with config.yaml and summary.json) in {', '.join(map(str, paths))}")
+    if dataset is not None:
+        found = sorted({r.config.data.name for r in runs})
+        runs = [r for r in runs if r.config.data.name == dataset]
+        if not runs:
+            raise ConfigError(f"--dataset {dataset}: no finished runs of it in {', '.join(map(str, paths))} (found: {', '.join(found)})")
     return label_runs(runs)
+
+
+def by_dataset(runs: list[RunRecord]) -> dict[str, list[RunRecord]]:
+    """The runs grouped by dataset (``data.name``, sorted), each group labelled on its own
+    (:func:`label_runs`), so the settings that tell a dataset's groups apart never include the
+    dataset itself."""
+    groups: dict[str, list[RunRecord]] = {}
+    for run in runs:
+        groups.setdefault(run.config.data.name, []).append(run)
+    return {name: label_runs(groups[name]) for name in sorted(groups)}
 
 
 def label_runs(runs: list[RunRecord]) -> list[RunRecord]:

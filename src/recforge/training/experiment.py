@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ from recforge.data.interactions import LeaveOneOutData
 from recforge.data.preprocessing import Preprocessor
 from recforge.data.schema import Schema, user_item_schema
 from recforge.data.tabular import TabularData
-from recforge.errors import ConfigError, RecforgeError
+from recforge.errors import ConfigError, DataError, RecforgeError
 from recforge.models.ncf import GMF, NCFMLP, NeuMF
 from recforge.models.registry import build_model
 from recforge.training.pointwise import PointwiseTrainer
@@ -44,12 +46,17 @@ class RunResult:
 
 def load_data(config: ExperimentConfig, data_dir: str | Path | None) -> LeaveOneOutData | TabularData:
     """The dataset split a config asks for: a leave-one-out split (with the validation hold-out
-    if enabled) or encoded tabular splits (with ``data.schema`` replacing the default schema).
+    if enabled) or encoded tabular splits (with ``data.schema`` replacing the default schema, or
+    the folder ``data.encoded`` read as it was encoded).
 
     Raises:
-        ConfigError: for a schema file on a non-tabular dataset.
+        ConfigError: for a schema file on a non-tabular dataset, or ``data.encoded`` on a dataset
+            that is not Criteo-format or naming a folder that is not its encoded Criteo folder.
+        DataError: for an encoded folder that is incomplete or unreadable.
     """
     source = get_dataset(config.data.name)
+    if config.data.encoded is not None:
+        return _open_encoded_folder(config.data.name, source, Path(config.data.encoded))
     if isinstance(source, TabularSource):
         schema = Schema.from_yaml(config.data.schema) if config.data.schema else None
         tasks = config.data.tasks
@@ -68,6 +75,32 @@ def load_data(config: ExperimentConfig, data_dir: str | Path | None) -> LeaveOne
     if config.data.validation:
         data = data.with_validation(seed=config.data.split_seed)
     return data
+
+
+def _open_encoded_folder(name: str, source: Any, folder: Path) -> TabularData:
+    """``data.encoded``: the columns ``recforge data prepare NAME --input FILE --output folder`` wrote."""
+    import json
+
+    from recforge.data.criteo import open_encoded
+    from recforge.data.datasets.criteo import CriteoFormat
+
+    if not isinstance(source, CriteoFormat):
+        raise ConfigError(f"data.encoded applies to Criteo-format datasets (criteo, criteo-head-10k), not {name!r}")
+    how = f"write one with `recforge data prepare {name} --input FILE --output {folder}`"
+    if not folder.is_dir():
+        raise ConfigError(f"data.encoded {folder}: no such folder; {how}")
+    meta_file = folder / "meta.json"
+    if not meta_file.is_file():
+        raise ConfigError(f"data.encoded {folder} is not an encoded Criteo folder (no meta.json); {how}")
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"not a readable meta.json ({exc})", meta_file) from None
+    if not isinstance(meta, dict) or meta.get("format") != 1:
+        raise ConfigError(f"data.encoded {folder} is not an encoded Criteo folder (its meta.json has no \"format\": 1); {how}")
+    if meta.get("name") != name:
+        raise ConfigError(f"data.encoded {folder} was encoded as {meta.get('name')!r}, not {name!r}; train it with --dataset {meta.get('name')}")
+    return open_encoded(folder)
 
 
 def check_experiment(config: ExperimentConfig, data: LeaveOneOutData | TabularData) -> None:
@@ -273,17 +306,42 @@ def _load_weights(model: nn.Module, state: dict[str, Any], run_dir: str | Path) 
         ) from None
 
 
+def _unfinished_note(run_dir: Path, config: ExperimentConfig) -> str:
+    """The warning for scoring a run that has no summary.json."""
+    try:
+        lines = (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+        epochs = max((json.loads(line).get("epoch", 0) for line in lines if line.strip()), default=0)
+        done = f"{epochs} of {config.train.epochs} epochs trained"
+    except (OSError, ValueError, AttributeError):  # missing or damaged log: say less
+        done = f"of at most {config.train.epochs} epochs"
+    return (
+        f"{run_dir} has no summary.json: the run did not finish (interrupted?); scoring the checkpoint of its "
+        f"best epoch so far ({done}), not a finished run's result"
+    )
+
+
 def evaluate_run(
     run_dir: str | Path, data_dir: str | Path | None = None, full_ranking: bool = True, device: str = "cpu"
 ) -> dict[str, float]:
     """Re-score a finished run's checkpoint on its test split (and validation split).
 
+    A run without ``summary.json`` (interrupted) is scored too, from the checkpoint of its best
+    epoch so far, with a warning saying so.
+
     Returns:
         Metrics keyed ``valid/...``, ``test/...`` and, with ``full_ranking``, ``test_full/...``.
+
+    Raises:
+        ConfigError: if ``run_dir`` does not exist, is not a run directory or has no checkpoint.
     """
+    if not Path(run_dir).is_dir():
+        what = "it is a file" if Path(run_dir).exists() else "it does not exist"
+        raise ConfigError(f"{run_dir} is not a run directory: {what}")
     config = load_run_config(run_dir)
     data = load_data(config, data_dir)
     model = load_trained_model(run_dir)
+    if not (Path(run_dir) / "summary.json").is_file():
+        warnings.warn(_unfinished_note(Path(run_dir), config), stacklevel=2)
     if isinstance(data, TabularData):
         saved = Preprocessor.load(Path(run_dir) / "preprocessing.json").to_dict()
         if saved != data.preprocessing:
