@@ -9,6 +9,7 @@ stopped at any point and started again with the same command.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from recforge.config import ExperimentConfig, apply_overrides, from_dict
 from recforge.errors import ConfigError
 from recforge.models import MODELS
 from recforge.reporting.runs import RunRecord, load_run
-from recforge.training.records import find_finished_run, find_resumable_run
+from recforge.training.records import find_finished_run, find_resumable_run, load_run_config
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,7 @@ def run_comparison(
     records: list[RunRecord | None] = [None] * len(plan)
     todo = []
     for i, cell in enumerate(plan):
-        done = find_finished_run(output_dir, cell.config)
+        done = finished_run(output_dir, cell.config)
         if done is not None:
             records[i] = load_run(done)
         else:
@@ -113,7 +114,7 @@ def run_comparison(
     started = time.perf_counter()
     for n, i in enumerate(todo):
         cell = plan[i]
-        done = find_finished_run(output_dir, cell.config)  # another cell may have made it (NeuMF pre-training)
+        done = finished_run(output_dir, cell.config)  # another cell may have made it (NeuMF pre-training)
         if done is not None:
             records[i] = load_run(done)
             say(f"run {reused + n + 1}/{len(plan)}: {cell.label}, seed {cell.seed}: finished meanwhile, reused")
@@ -122,7 +123,8 @@ def run_comparison(
         eta = f", about {_duration(elapsed / n * (len(todo) - n))} left" if n else ""
         say(f"[bold cyan]run {reused + n + 1}/{len(plan)}[/bold cyan]: {cell.label}, seed {cell.seed} "
             f"({_duration(elapsed)} elapsed{eta})")
-        resume = find_resumable_run(output_dir, cell.config)
+        # An own table's interrupted run has no recorded fingerprint to check: it is trained afresh.
+        resume = None if cell.config.data.label else find_resumable_run(output_dir, cell.config)
         if resume is not None:
             say(f"  resuming the interrupted run {resume}")
         result = run_experiment(cell.config, output_dir=output_dir, console=console, data=data[repr(cell.config.data)], resume=resume)
@@ -133,6 +135,29 @@ def run_comparison(
     for record, cell in zip(finished, plan):
         record.label = cell.label  # one config per label: the grid varies only the seed
     return finished
+
+
+def finished_run(output_dir: Path, config: ExperimentConfig) -> Path | None:
+    """A finished run of ``config`` to reuse, or None.
+
+    The config names an own table by its path, so for one (``data.label``) the run must also
+    have been trained on the files' current content: its ``summary.json`` records
+    ``data.fingerprint``, compared with the files' fingerprint now. A file changed in place is
+    trained again, never served from a stale run.
+    """
+    if not config.data.label:
+        return find_finished_run(output_dir, config)
+    from recforge.training.experiment import table_source
+
+    current = table_source(config).fingerprint()
+    for run in sorted(output_dir.iterdir()) if output_dir.is_dir() else ():
+        try:
+            same = load_run_config(run) == config and json.loads((run / "summary.json").read_text())["data"]["fingerprint"] == current
+        except Exception:  # noqa: BLE001 - unfinished, foreign or damaged folders are not reused
+            continue
+        if same:
+            return run
+    return None
 
 
 def _count(n: int, noun: str) -> str:
