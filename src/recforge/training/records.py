@@ -8,6 +8,13 @@ Layout of ``<output-dir>/<dataset>-<model>-<timestamp>-<confighash>/``::
     summary.json     selected epoch, test metrics, timings, versions, git commit
     test_ranks.npz   leave-one-out runs: per-user rank statistics of the test positive (sampled and,
                      when computed, full-catalogue), for per-user paired comparisons
+    interactions.npz implicit-feedback runs (NCF, MF, ItemPop; registered dataset or own log):
+                     ``train_users``, ``train_items`` (int64 [P] internal ids of the pairs the model
+                     trained on, validation hold-out excluded), ``num_users``, ``num_items``
+    user_ids.parquet / item_ids.parquet
+                     the same runs: one column ``id`` holding the raw id (the log's or the dataset
+                     files' own id, any type); row index = internal id. Written and read by
+                     :mod:`recforge.data.id_maps` (``load_train_interactions``, ``load_id_maps``)
 """
 
 from __future__ import annotations
@@ -150,6 +157,21 @@ def load_checkpoint(run_dir: str | Path, name: str = "checkpoint.pt") -> dict[st
     if not isinstance(state, dict):
         raise ConfigError(f"{path}: not a recforge checkpoint (expected a dict of states)")
     return state
+
+
+def load_model_weights(model: torch.nn.Module, state: dict[str, Any], run_dir: str | Path) -> None:
+    """Load a checkpoint's ``model`` state into ``model`` (rebuilt from the run's config and schema).
+
+    Raises:
+        ConfigError: if the checkpoint has no model state or its tensors do not fit ``model``.
+    """
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError) as exc:
+        first = str(exc).strip().splitlines()
+        raise ConfigError(
+            f"{run_dir}/checkpoint.pt does not fit the model in its config.yaml ({first[1].strip() if len(first) > 1 else first[0]})"
+        ) from None
 
 
 def find_finished_run(output_dir: str | Path, config: ExperimentConfig) -> Path | None:

@@ -70,6 +70,47 @@ def _dense_ids(raw: np.ndarray) -> tuple[np.ndarray, int]:
     return dense.astype(np.int64), len(unique)
 
 
+def implicit_leave_one_out(
+    name: str,
+    users: np.ndarray,
+    items: np.ndarray,
+    timestamps: np.ndarray | None,
+    num_users: int,
+    num_items: int,
+    seed: int,
+    path: Path,
+) -> LeaveOneOutData:
+    """The leave-one-out split of the raw GroupLens datasets and of own interaction logs.
+
+    Each user's latest interaction (ties: largest item id) is the test item, or, without
+    ``timestamps``, a seeded random one (with a warning naming ``path``); 99 distinct sampled
+    negatives per test user fixed by ``seed`` (:func:`recforge.data.interactions.leave_one_out`).
+
+    Args:
+        name: dataset name.
+        users, items: int64 [P] dense ids, each (user, item) pair once.
+        timestamps: [P] or None.
+        num_users, num_items: id ranges.
+        seed: fixes the random hold-out and the negatives.
+        path: the file the interactions came from (for messages).
+
+    Raises:
+        DataError: naming ``path`` if a test user has fewer than 99 items left to sample.
+    """
+    if timestamps is None:
+        warnings.warn(
+            f"{path.name} has no timestamps: each user's held-out test item is chosen at "
+            f"random (seed {seed}) instead of the latest one",
+            stacklevel=3,
+        )
+    try:
+        return leave_one_out(name, users, items, timestamps, num_users, num_items, num_negatives=99, seed=seed)
+    except DataError as exc:
+        if exc.path is not None:
+            raise
+        raise DataError(str(exc.args[0]) if exc.args else str(exc), path) from None
+
+
 @register_dataset
 class MovieLens1MNCF(DatasetSource):
     """MovieLens-1M with the NCF authors' leave-one-out split and 99 fixed test negatives."""
@@ -151,13 +192,7 @@ class _RawMovieLens(DatasetSource):
         pairs = users * num_items + items
         if len(np.unique(pairs)) != len(pairs):
             raise DataError("duplicate (user, item) ratings; expected each pair once", paths["ratings"])
-        if timestamps is None:
-            warnings.warn(
-                f"{paths['ratings'].name} has no timestamps: each user's held-out test item is chosen at "
-                f"random (seed {seed}) instead of the latest one",
-                stacklevel=2,
-            )
-        return leave_one_out(self.name, users, items, timestamps, num_users, num_items, num_negatives=99, seed=seed)
+        return implicit_leave_one_out(self.name, users, items, timestamps, num_users, num_items, seed, paths["ratings"])
 
     def download(self, data_dir: str | Path | None = None) -> None:
         folder = resolve_data_dir(data_dir) / self.folder

@@ -70,6 +70,10 @@ class TabularSource(DatasetSource):
         """Parse the verified files into raw tables (one column per raw field, labels as 0/1)."""
         raise NotImplementedError
 
+    def cache_parts(self) -> tuple[Any, ...]:
+        """Further JSON-safe values the encoded cache depends on (an own file's reading options)."""
+        return ()
+
     def build(self, paths: dict[str, Path], seed: int) -> Any:  # pragma: no cover - tabular uses load()
         raise NotImplementedError("tabular datasets are built by load()")
 
@@ -95,7 +99,7 @@ class TabularSource(DatasetSource):
         paths = self.verify(data_dir)
         schema = schema or self.default_schema()
         refuse_label_leaks(schema, self.label_sources, self.name)  # before reading or a cache hit
-        key = cache_key(CACHE_FORMAT, self.name, seed, self.fractions, schema.to_dict(), paths=paths)
+        key = cache_key(CACHE_FORMAT, self.name, seed, self.fractions, schema.to_dict(), *self.cache_parts(), paths=paths)
         cache = resolve_cache_dir() / "tabular" / f"{self.name}-{key}"
         if use_cache and (cache / "meta.json").is_file():
             try:
