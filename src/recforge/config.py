@@ -47,6 +47,23 @@ class DataConfig:
         encoded: folder written by ``recforge data prepare NAME --input FILE --output DIR`` for a
             Criteo-format dataset: train on its encoded columns (split, vocabularies and schema as
             they were encoded) instead of the registered files.
+        path: own data files (``--data``) instead of a registered dataset.
+        user_col, item_col: with ``path``: the log's user and item id columns (integers or
+            strings); ``path`` is then an interaction log
+            (:mod:`recforge.data.datasets.interaction_log`).
+        time_col: the log's event-time column (integers or timestamps); None: no times.
+        category_col: the log's item-category column for sequence models; None: one category.
+        columns: names of the fields of headerless CSV/TSV files, in order (empty: a header).
+        sep: field separator of CSV/TSV files (default: tab for ``.tsv``, else comma).
+        label: with ``path`` (and no ``user_col``): the label column(s) of an own CTR table
+            (:mod:`recforge.data.datasets.own`); ``name`` then becomes the first file's stem
+            (the run directory's dataset name) and cannot name a registered dataset.
+        split: own table: ``random`` (seeded stratified 0.8 / 0.1 / 0.1) or ``time:COL`` (a
+            global cut at the 80 % / 90 % quantiles of COL).
+        valid_path, test_path: own table: the user's validation / test files.
+        positive: own table: the label value that means 1 (None: labels are 0/1 or true/false).
+        ignore: own table: columns never used as features by the inferred schema.
+        sequence: own table: string columns of ``a|b|c`` lists, inferred as sequence features.
     """
 
     name: str = "movielens-1m-ncf"
@@ -55,6 +72,20 @@ class DataConfig:
     schema: str | None = None
     tasks: tuple[str, ...] = ()
     encoded: str | None = None
+    path: tuple[str, ...] = ()
+    user_col: str | None = None
+    item_col: str | None = None
+    time_col: str | None = None
+    category_col: str | None = None
+    columns: tuple[str, ...] = ()
+    sep: str | None = None
+    label: tuple[str, ...] = ()
+    split: str = "random"
+    valid_path: tuple[str, ...] = ()
+    test_path: tuple[str, ...] = ()
+    positive: str | None = None
+    ignore: tuple[str, ...] = ()
+    sequence: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         check_seed("data.split_seed", self.split_seed)
@@ -62,6 +93,39 @@ class DataConfig:
             raise ConfigError(f"data.tasks must be distinct label names, got {list(self.tasks)}")
         if self.encoded is not None and (self.schema or self.tasks):
             raise ConfigError("data.encoded: the encoded folder fixes the features and labels; data.schema and data.tasks cannot be given with it")
+        if (self.user_col or self.item_col or self.time_col or self.category_col) and not self.path:
+            raise ConfigError("data.user_col / item_col / time_col / category_col describe an own log: give its file with --data (data.path)")
+        if bool(self.user_col) != bool(self.item_col):
+            raise ConfigError("an interaction log needs both data.user_col (--user-col) and data.item_col (--item-col)")
+        if len(set(self.columns)) != len(self.columns):
+            raise ConfigError(f"data.columns must be distinct names, got {list(self.columns)}")
+        self._check_own_table()
+
+    def _check_own_table(self) -> None:
+        """The own-table keys (``label`` ...) need ``path``; ``name`` becomes the file's stem."""
+        table_keys = {"label": self.label, "valid_path": self.valid_path, "test_path": self.test_path, "positive": self.positive,
+                      "ignore": self.ignore, "sequence": self.sequence, "split": self.split != "random"}
+        given = [k for k, v in table_keys.items() if v]
+        if not self.label:
+            if given:
+                raise ConfigError(f"data.{given[0]} applies to an own table: give its file with --data (data.path) and its label with --label (data.label)")
+            return
+        if not self.path:
+            raise ConfigError("data.label names the label of an own table: give its file with --data (data.path)")
+        if self.user_col:
+            raise ConfigError("data.label is for a CTR table; an interaction log (data.user_col) has no label column")
+        if self.tasks:
+            raise ConfigError("data.tasks: for an own table name the label column(s) with --label (data.label)")
+        if len(set(self.label)) != len(self.label) or any(not isinstance(t, str) or not t for t in self.label):
+            raise ConfigError(f"data.label must be distinct column names, got {list(self.label)}")
+        if not (self.split == "random" or (self.split.startswith("time:") and self.split[5:].strip())):
+            raise ConfigError(f"data.split must be 'random' or 'time:COLUMN', got {self.split!r}")
+        from recforge.data.table_files import table_name
+
+        stem = table_name(Path(self.path[0]))
+        if self.name not in (DataConfig.name, stem):
+            raise ConfigError(f"data.name {self.name!r} and data.path are exclusive: train on a registered dataset or on your own file, not both")
+        object.__setattr__(self, "name", stem)
 
 
 @dataclass(frozen=True)

@@ -121,6 +121,41 @@ def _raw_columns(source: Any, data: Any) -> str:
     return f"{len(columns)}: {', '.join(columns)}"
 
 
+@data_app.command("inspect")
+@user_errors
+def data_inspect(
+    files: Annotated[list[Path], typer.Argument(help="Your CSV/TSV (.gz) or Parquet file(s), or a directory of Parquet parts.")],
+    label: Annotated[Optional[str], typer.Option("--label", help="Label column(s), comma-separated (shows their balance; needed for the schema).")] = None,
+    ignore: Annotated[Optional[str], typer.Option("--ignore", help="Comma-separated columns never used as features.")] = None,
+    sequence: Annotated[Optional[str], typer.Option("--sequence", help="Comma-separated 'a|b|c' columns to use as sequence features.")] = None,
+    split: Annotated[Optional[str], typer.Option("--split", help="'time:COL' keeps COL out of the features.")] = None,
+) -> None:
+    """Column types, distinct counts, missing shares, label balance and the inferred schema (YAML) of your table."""
+    import yaml
+
+    from recforge.data.datasets.own import parse_split
+    from recforge.data.inference import describe_columns, infer_schema
+    from recforge.data.table_files import read_table
+
+    table = read_table(files)
+    labels, ignored, sequences = _names(label) or [], _names(ignore) or [], _names(sequence) or []
+    time_column = parse_split(split) if split else None
+    report = describe_columns(table, labels, ignored, sequences, time_column)
+    view = Table("column", "type", "distinct", "missing", "kind", "detail", title=f"{table.num_rows:,} rows")
+    for r in report:
+        view.add_row(escape(r.name), escape(r.type), f"{r.distinct:,}", f"{r.missing_share:.2%}", r.kind, escape(r.detail))
+    out.print(view)
+    for r in report:
+        if r.kind == "dense" and r.missing_share > 0:
+            out.print(f"note: {round(r.missing_share * table.num_rows)} missing value(s) of {r.name!r} will be imputed (0 after the transform: the training mean for standardize)")
+    if not labels:
+        out.print("(give --label COL to see the inferred schema)")
+        return
+    schema, _ = infer_schema(table, labels, ignored, sequences, time_column)
+    out.print("# inferred schema (save it, edit it, pass it with --schema)")
+    out.print(yaml.safe_dump(schema.to_dict(), sort_keys=False), highlight=False, markup=False)
+
+
 @data_app.command("prepare")
 @user_errors
 def data_prepare(
@@ -275,13 +310,27 @@ def train(
     tasks: Annotated[Optional[str], typer.Option("--tasks", help="Comma-separated label columns to learn together (multi-task).")] = None,
     resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue a CTR / sequence run directory from its last epoch (give --epochs; --device, --threads and --data-dir may be given too).")] = None,
     encoded: Annotated[Optional[Path], typer.Option("--encoded", help="Criteo-format datasets: train on a folder written by `data prepare NAME --input FILE --output DIR`.")] = None,
+    data: Annotated[Optional[list[Path]], typer.Option("--data", help="Own data file(s) instead of --dataset: CSV/TSV (.gz) or Parquet; repeat for several files.")] = None,
+    user_col: Annotated[Optional[str], typer.Option("--user-col", help="Interaction log: the user id column (with --item-col).")] = None,
+    item_col: Annotated[Optional[str], typer.Option("--item-col", help="Interaction log: the item id column.")] = None,
+    time_col: Annotated[Optional[str], typer.Option("--time-col", help="Interaction log: the event time column (latest per user = test).")] = None,
+    category_col: Annotated[Optional[str], typer.Option("--category-col", help="Interaction log: item category column (sequence models).")] = None,
+    columns: Annotated[Optional[str], typer.Option("--columns", help="Comma-separated names of the fields of a headerless file, e.g. user,item,rating,time.")] = None,
+    sep: Annotated[Optional[str], typer.Option("--sep", help="Field separator of CSV/TSV files ('\\t' for tab; default: tab for .tsv, else comma).")] = None,
+    label: Annotated[Optional[str], typer.Option("--label", help="Own CTR table (--data): its label column(s), comma-separated; 0/1, true/false or see --positive.")] = None,
+    split: Annotated[Optional[str], typer.Option("--split", help="Own table: 'random' (seeded stratified 0.8/0.1/0.1, default) or 'time:COL' (cut at COL's 80 %/90 % quantiles).")] = None,
+    valid_data: Annotated[Optional[list[Path]], typer.Option("--valid-data", help="Own table: your validation file(s).")] = None,
+    test_data: Annotated[Optional[list[Path]], typer.Option("--test-data", help="Own table: your test file(s).")] = None,
+    positive: Annotated[Optional[str], typer.Option("--positive", help="Own table: the label value that means 1 (every other value is 0).")] = None,
+    ignore: Annotated[Optional[str], typer.Option("--ignore", help="Own table: comma-separated columns never used as features.")] = None,
+    sequence: Annotated[Optional[str], typer.Option("--sequence", help="Own table: comma-separated 'a|b|c' string columns to use as sequence features.")] = None,
 ) -> None:
     """Train MODEL on a dataset, select the epoch on validation, score the test set once."""
-    from recforge.config import apply_overrides, from_dict, read_yaml
-    from recforge.training.experiment import run_experiment
+    from recforge.config import apply_overrides, read_yaml
 
     if resume is not None:
-        if config or set_ or any(v is not None for v in (dataset, factors, batch_size, lr, seed, schema, tasks, encoded)):
+        if config or set_ or any(v is not None for v in (dataset, factors, batch_size, lr, seed, schema, tasks, encoded, data, user_col, item_col, time_col, category_col, columns, sep,
+                                                  label, split, valid_data, test_data, positive, ignore, sequence)):
             raise ConfigError("--resume continues a run with its own config.yaml; only --epochs, --device and --threads may be given")
         config = resume / "config.yaml"
         if not config.is_file():
@@ -299,22 +348,66 @@ def train(
         "train.device": device,
         "seed": seed,
         "pretrain.enabled": True if pretrain else None,
+        "data.path": [str(p.resolve()) for p in data] if data else None,  # absolute: evaluate may run elsewhere
+        "data.user_col": user_col,
+        "data.item_col": item_col,
+        "data.time_col": time_col,
+        "data.category_col": category_col,
+        "data.columns": [c.strip() for c in columns.split(",")] if columns else None,
+        "data.sep": sep,
+        "data.label": _names(label),
+        "data.split": split,
+        "data.valid_path": [str(p.resolve()) for p in valid_data] if valid_data else None,
+        "data.test_path": [str(p.resolve()) for p in test_data] if test_data else None,
+        "data.positive": positive,
+        "data.ignore": _names(ignore),
+        "data.sequence": _names(sequence),
     }
-    raw = apply_overrides(raw, list(set_ or []), {k: v for k, v in cli_values.items() if v is not None})
-    model_section = raw.get("model") if isinstance(raw.get("model"), dict) else None
-    if model_section is not None and model_section.get("name", model) != model:
-        where = f"config {config}" if config else "--set model.name"
-        raise ConfigError(f"{where} names model {model_section['name']!r}, but the command trains {model!r}")
-    raw = apply_overrides(raw, [], {"model.name": model})
-    resolved = from_dict(raw)
-    if not isinstance(raw.get("data"), dict) or not raw["data"].get("name"):
-        raise ConfigError("--dataset is required (see `recforge data list`), or a --config file naming data.name")
+    from recforge.api import run_training, train_config
+
+    where = f"config {config}" if config else "--set model.name"
+    merged = apply_overrides(raw, list(set_ or []), {k: v for k, v in cli_values.items() if v is not None})
+    named = isinstance(merged.get("data"), dict) and any(merged["data"].get(k) for k in ("name", "path", "label"))
+    resolved = train_config(model, raw, cli_values, list(set_ or []), where=where)
+    if not named:
+        raise ConfigError("--dataset is required (see `recforge data list`), or --data FILE, or a --config file naming data.name")
     if resume is None:
         _check_output_path(output_dir, "--output-dir", "run directory")
     _set_threads(threads, (model,), quiet)
-    result = run_experiment(resolved, data_dir=data_dir, output_dir=output_dir, console=None if quiet else console, resume=resume)
+    result = run_training(
+        resolved, data_dir=data_dir, output_dir=output_dir, console=None if quiet else console, resume=resume,
+        on_schema=lambda schema, source, data: _show_own_table(resolved, schema, source, data, quiet),
+    )
+    if resolved.data.label and not resolved.data.schema:
+        out.print(f"inferred schema saved as {result.path / 'schema.yaml'} (edit it and pass it back with --schema)", soft_wrap=True)
     out.print(summary_table(result.summary))
     out.print(f"run directory: {result.path}", soft_wrap=True)
+
+
+def _names(text: Optional[str]) -> Optional[list[str]]:
+    """``a,b`` -> ``["a", "b"]`` (None stays None)."""
+    return [t.strip() for t in text.split(",") if t.strip()] if text else None
+
+
+def _show_own_table(config: Any, schema: Any, source: Any, data: Any, quiet: bool) -> None:
+    """Print an own table's inferred schema (unless declared or ``quiet``) and its imputed values."""
+    if not quiet and not config.data.schema:
+        console.print(schema_table(schema, source.report))
+    for name, count in data.info.get("imputed", {}).items():
+        console.print(f"note: {count} missing value(s) of dense feature {name!r} imputed (0 after the transform: the training mean for standardize)")
+
+
+def schema_table(schema: Any, report: Any = ()) -> Table:
+    """The short table of a schema: feature, kind, settings, and why (the inference rule)."""
+    why = {r.name: r.detail for r in report}
+    table = Table("feature", "kind", "settings", "why", title="inferred schema" if report else "schema")
+    for entry in schema.to_dict()["features"]:
+        settings = ", ".join(f"{k}: {v}" for k, v in entry.items() if k not in ("name", "kind"))
+        table.add_row(escape(entry["name"]), entry.get("kind", "sparse"), escape(settings), escape(why.get(entry["name"], "")))
+    for r in report:
+        if r.kind == "skipped":
+            table.add_row(escape(r.name), "skipped", "", escape(r.detail))
+    return table
 
 
 @app.command("evaluate")
@@ -351,7 +444,7 @@ def recommend(
         Optional[Path], typer.Option("--output", help="Write the table here (.csv, .json or .parquet) instead of printing it.")
     ] = None,
     data_dir: DataDir = None,
-    threads: Annotated[Optional[int], typer.Option(help="torch CPU threads (default: 1, as for training these models; env RECFORGE_THREADS).")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="torch CPU threads (default: the CPUs other processes leave idle; env RECFORGE_THREADS).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No messages on stderr.")] = False,
 ) -> None:
     """Top-K items for users of a trained run: raw item ids, scores (logits; ItemPop: counts), training items left out.
@@ -361,7 +454,6 @@ def recommend(
     """
     from recforge.serving.recommender import Recommender
     from recforge.serving.table_files import check_output_format, read_user_ids, write_table
-    from recforge.training.records import load_run_config
 
     given = [name for name, value in (("--users", users), ("--users-file", users_file), ("--all-users", all_users or None)) if value is not None]
     if len(given) != 1:
@@ -377,8 +469,8 @@ def recommend(
             raise ConfigError(f"--users {users!r}: an empty id between commas; give ids like 17,42")
     elif users_file is not None:
         requested = read_user_ids(users_file)
-    if run.is_dir():
-        _set_threads(threads, (load_run_config(run).model_name,), quiet=True)
+    # scoring a catalogue is a few large GEMMs (unlike training these models): as many threads as idle CPUs
+    _set_threads(threads, (), quiet=True)
     recommender = Recommender.from_run(run, data_dir)
     if all_users:
         requested = recommender.known_users()
@@ -393,6 +485,67 @@ def recommend(
         user, rank, item, score, cold = row
         shown.add_row(escape(str(user)), str(rank), escape(str(item)), f"{score:.4f}", "yes" if cold else "")
     out.print(shown)
+
+
+@app.command("predict")
+@user_errors
+def predict(
+    run: Annotated[Path, typer.Argument(help="A run directory of a CTR, sequence (DIN) or multi-task model.")],
+    input: Annotated[Path, typer.Option("--input", help="Rows to score: CSV / TSV with a header line (plain or .gz) or Parquet.")],
+    output: Annotated[Path, typer.Option("--output", help="Scores file (.csv or .parquet): the input's columns, then p_<task> per task.")],
+    batch_rows: Annotated[int, typer.Option("--batch-rows", help="Rows read, encoded, scored and written at a time (bounds memory).")] = 100_000,
+    threads: Annotated[Optional[int], typer.Option(help="torch CPU threads (default: the CPUs other processes leave idle; env RECFORGE_THREADS).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar or messages on stderr.")] = False,
+) -> None:
+    """Score new rows with a trained run: probabilities per task, columns matched by name.
+
+    Every input column is passed through (ids to join on), in input row order; a missing feature
+    column is an error naming it; unseen categories get the OOV id, as in training. The output is
+    written atomically: after an error there is no output file.
+    """
+    import time
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from recforge.serving.predictor import Predictor
+    from recforge.serving.row_files import check_input, check_output_format, iter_row_chunks, write_row_chunks
+    from recforge.training.records import load_run_config
+
+    if batch_rows < 1:
+        raise ConfigError(f"--batch-rows must be >= 1, got {batch_rows}")
+    check_input(input)
+    check_output_format(output)
+    _check_output_path(output, "--output", "output file")
+    if output.resolve() == input.resolve():
+        raise ConfigError(f"--output {output} is the --input file; give another file name")
+    if run.is_dir():
+        _set_threads(threads, (load_run_config(run).model_name,), quiet=True)
+    predictor = Predictor.from_run(run)
+    started = time.perf_counter()
+    done = 0
+
+    def scored(bar: Progress, task: Any) -> Any:
+        nonlocal done
+        for chunk in iter_row_chunks(input, batch_rows, column_types=predictor.column_types()):
+            if done == 0:
+                predictor.check_columns(chunk.column_names, str(input))
+            where = f"{input} (rows {done + 1}-{done + chunk.num_rows})"
+            yield predictor.score_with_passthrough(chunk, where)
+            done += chunk.num_rows
+            rate = done / max(time.perf_counter() - started, 1e-9)
+            bar.update(task, completed=done, rate=f"{done:,} rows, {rate:,.0f} rows/s")
+
+    columns = (TextColumn("scoring {task.fields[rate]}"), BarColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, disable=quiet, transient=True) as bar:
+        task = bar.add_task("scoring", total=None, rate="")
+        write_row_chunks(output, scored(bar, task))
+    seconds = time.perf_counter() - started
+    if not quiet:
+        console.print(
+            f"wrote {done:,} rows with {', '.join(predictor.output_columns)} to {output} in {seconds:.2f} s "
+            f"({done / max(seconds, 1e-9):,.0f} rows/s)",
+            highlight=False,
+        )
 
 
 @app.command("compare")

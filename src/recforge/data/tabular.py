@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,11 +74,15 @@ class TensorColumns:
     """The columns of one split as torch tensors, for fast batch slicing."""
 
     def __init__(self, columns: EncodedColumns):
-        self.sparse = torch.from_numpy(np.ascontiguousarray(columns.sparse))
-        self.dense = torch.from_numpy(np.ascontiguousarray(columns.dense))
-        self.labels = torch.from_numpy(np.ascontiguousarray(columns.labels))
-        self.sequences = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in columns.sequences.items()}
-        self.lengths = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in columns.lengths.items()}
+        # Memory-mapped columns (a prepared Criteo folder) are read-only; torch warns on wrapping
+        # them, but nothing here writes to these tensors (shuffling gathers into new ones).
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            self.sparse = torch.from_numpy(np.ascontiguousarray(columns.sparse))
+            self.dense = torch.from_numpy(np.ascontiguousarray(columns.dense))
+            self.labels = torch.from_numpy(np.ascontiguousarray(columns.labels))
+            self.sequences = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in columns.sequences.items()}
+            self.lengths = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in columns.lengths.items()}
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])

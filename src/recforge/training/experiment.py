@@ -18,6 +18,7 @@ from torch import nn
 
 from recforge.config import ExperimentConfig
 from recforge.data.datasets import get_dataset
+from recforge.data.datasets.interaction_log import is_interaction_log
 from recforge.data.datasets.tabular import TabularSource
 from recforge.data.interactions import LeaveOneOutData
 from recforge.data.preprocessing import Preprocessor
@@ -27,7 +28,7 @@ from recforge.errors import ConfigError, DataError, RecforgeError
 from recforge.models.ncf import GMF, NCFMLP, NeuMF
 from recforge.models.registry import build_model
 from recforge.training.pointwise import PointwiseTrainer
-from recforge.training.records import RunRecorder, load_checkpoint, load_run_config
+from recforge.training.records import RunRecorder, load_checkpoint, load_model_weights, load_run_config
 from recforge.training.trainer import FitResult, Trainer
 
 
@@ -54,6 +55,10 @@ def load_data(config: ExperimentConfig, data_dir: str | Path | None) -> LeaveOne
             that is not Criteo-format or naming a folder that is not its encoded Criteo folder.
         DataError: for an encoded folder that is incomplete or unreadable.
     """
+    if is_interaction_log(config.data):
+        return _load_interaction_log(config)
+    if config.data.label:
+        return table_source(config).load(seed=config.data.split_seed)
     source = get_dataset(config.data.name)
     if config.data.encoded is not None:
         return _open_encoded_folder(config.data.name, source, Path(config.data.encoded))
@@ -75,6 +80,36 @@ def load_data(config: ExperimentConfig, data_dir: str | Path | None) -> LeaveOne
     if config.data.validation:
         data = data.with_validation(seed=config.data.split_seed)
     return data
+
+
+def table_source(config: ExperimentConfig) -> Any:
+    """The :class:`~recforge.data.datasets.own.TableSource` of an own table (``data.path`` + ``data.label``)."""
+    from recforge.data.datasets.own import TableSource
+
+    if config.data.encoded is not None:
+        raise ConfigError("data.encoded applies to Criteo-format datasets, not to an own table (data.path)")
+    d = config.data
+    return TableSource(
+        d.path, d.label, schema=Schema.from_yaml(d.schema) if d.schema else None, split=d.split,
+        valid_paths=d.valid_path, test_paths=d.test_path, positive=d.positive, ignore=d.ignore, sequence=d.sequence,
+    )
+
+
+def _load_interaction_log(config: ExperimentConfig) -> LeaveOneOutData | TabularData:
+    """An own log (``data.path`` + ``data.user_col``): leave-one-out for NCF/MF/ItemPop, else
+    behaviour sequences (:mod:`recforge.data.datasets.interaction_log`)."""
+    from recforge.data.datasets.interaction_log import InteractionLogSequences, LogOptions, load_leave_one_out
+
+    options = LogOptions.from_config(config.data)
+    if config.model_name in _IMPLICIT_MODELS:
+        if config.data.schema or config.data.tasks:
+            raise ConfigError(f"data.schema and data.tasks apply to tabular data; {config.model_name} trains on the log's (user, item) pairs")
+        data = load_leave_one_out(options, seed=config.data.split_seed)
+        return data.with_validation(seed=config.data.split_seed) if config.data.validation else data
+    if config.data.tasks:
+        raise ConfigError("data.tasks: an interaction log as behaviour sequences has one label, label")
+    schema = Schema.from_yaml(config.data.schema) if config.data.schema else None
+    return InteractionLogSequences(options).load(seed=config.data.split_seed, schema=schema)
 
 
 def _open_encoded_folder(name: str, source: Any, folder: Path) -> TabularData:
@@ -243,11 +278,41 @@ def run_experiment(
     except BaseException as exc:
         _keep_or_remove_partial_run(recorder.path, exc)
         raise
+    _write_interactions(recorder.path, config, data, data_dir)
     summary = {"model": config.model_name, "dataset": config.data.name, **fit.summary, **extra}
     if extra:
         summary["timings"]["total_with_pretraining_s"] = time.perf_counter() - started
     recorder.write_summary(summary)  # the trainer's summary plus model, dataset and pre-training runs
     return RunResult(path=recorder.path, summary=summary, history=fit.history, model=model)
+
+
+def _write_interactions(run_dir: Path, config: ExperimentConfig, data: LeaveOneOutData, data_dir: str | Path | None) -> None:
+    """The run artefacts ``recforge recommend`` reads (:mod:`recforge.data.id_maps`): training pairs and raw-id maps.
+
+    An own log carries its vocabularies; the raw GroupLens datasets map ids in ascending raw-id
+    order (the sorted raw ids of the ratings file); other registered files hold dense ids already.
+    """
+    import numpy as np
+    import pyarrow as pa
+
+    from recforge.data.id_maps import write_run_artefacts
+
+    user_ids, item_ids = getattr(data, "user_ids", None), getattr(data, "item_ids", None)
+    if user_ids is None or item_ids is None:
+        source = get_dataset(config.data.name)
+        if hasattr(source, "read_ratings"):
+            try:
+                raw_users, raw_items, _ = source.read_ratings(source.verify(data_dir)["ratings"])
+            except RecforgeError as exc:  # data given directly (tests, compare) without its files
+                warnings.warn(f"no {run_dir.name}/interactions.npz written: {exc}", stacklevel=2)
+                return
+            user_ids, item_ids = pa.array(np.unique(raw_users)), pa.array(np.unique(raw_items))
+        else:
+            user_ids, item_ids = pa.array(np.arange(data.num_users)), pa.array(np.arange(data.num_items))
+    if (len(user_ids), len(item_ids)) != (data.num_users, data.num_items):
+        warnings.warn(f"no {run_dir.name}/interactions.npz written: the id maps do not match the data's sizes", stacklevel=2)
+        return
+    write_run_artefacts(run_dir, data.train_users, data.train_items, data.num_users, data.num_items, user_ids, item_ids)
 
 
 def _keep_or_remove_partial_run(path: Path, exc: BaseException) -> None:
@@ -281,7 +346,8 @@ def load_trained_model(run_dir: str | Path, expect: ExperimentConfig | None = No
                 f"{run_dir} trained {config.model_name} {config.model}, expected {expect.model_name} {expect.model}"
             )
     state = load_checkpoint(run_dir)
-    if isinstance(get_dataset(config.data.name), TabularSource) and not (Path(run_dir) / "preprocessing.json").is_file():
+    tabular = not config.data.path and isinstance(get_dataset(config.data.name), TabularSource)
+    if tabular and not (Path(run_dir) / "preprocessing.json").is_file():
         raise ConfigError(f"{run_dir}/preprocessing.json is missing: the run's vocabularies are needed to rebuild its model")
     if (Path(run_dir) / "preprocessing.json").is_file():
         schema = Preprocessor.load(Path(run_dir) / "preprocessing.json").schema
@@ -297,13 +363,7 @@ def load_trained_model(run_dir: str | Path, expect: ExperimentConfig | None = No
 
 
 def _load_weights(model: nn.Module, state: dict[str, Any], run_dir: str | Path) -> None:
-    try:
-        model.load_state_dict(state["model"])
-    except (RuntimeError, KeyError) as exc:
-        first = str(exc).strip().splitlines()
-        raise ConfigError(
-            f"{run_dir}/checkpoint.pt does not fit the model in its config.yaml ({first[1].strip() if len(first) > 1 else first[0]})"
-        ) from None
+    load_model_weights(model, state, run_dir)  # shared with serving (recforge.serving.predictor)
 
 
 def _unfinished_note(run_dir: Path, config: ExperimentConfig) -> str:

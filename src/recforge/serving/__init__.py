@@ -1,0 +1,1 @@
+"""Serving: answers from trained runs (top-K recommendations, scores of new rows)."""
