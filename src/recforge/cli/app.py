@@ -45,6 +45,7 @@ def user_errors(command: Callable[..., None]) -> Callable[..., None]:
     return wrapper
 
 
+OWN_DATA = "Own data (instead of --dataset)"
 DataDir = Annotated[
     Optional[Path],
     typer.Option("--data-dir", help="Data directory (default: $RECFORGE_DATA_DIR, else ~/.local/share/recforge)."),
@@ -310,20 +311,20 @@ def train(
     tasks: Annotated[Optional[str], typer.Option("--tasks", help="Comma-separated label columns to learn together (multi-task).")] = None,
     resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue a CTR / sequence run directory from its last epoch (give --epochs; --device, --threads and --data-dir may be given too).")] = None,
     encoded: Annotated[Optional[Path], typer.Option("--encoded", help="Criteo-format datasets: train on a folder written by `data prepare NAME --input FILE --output DIR`.")] = None,
-    data: Annotated[Optional[list[Path]], typer.Option("--data", help="Own data file(s) instead of --dataset: CSV/TSV (.gz) or Parquet; repeat for several files.")] = None,
-    user_col: Annotated[Optional[str], typer.Option("--user-col", help="Interaction log: the user id column (with --item-col).")] = None,
-    item_col: Annotated[Optional[str], typer.Option("--item-col", help="Interaction log: the item id column.")] = None,
-    time_col: Annotated[Optional[str], typer.Option("--time-col", help="Interaction log: the event time column (latest per user = test).")] = None,
-    category_col: Annotated[Optional[str], typer.Option("--category-col", help="Interaction log: item category column (sequence models).")] = None,
-    columns: Annotated[Optional[str], typer.Option("--columns", help="Comma-separated names of the fields of a headerless file, e.g. user,item,rating,time.")] = None,
-    sep: Annotated[Optional[str], typer.Option("--sep", help="Field separator of CSV/TSV files ('\\t' for tab; default: tab for .tsv, else comma).")] = None,
-    label: Annotated[Optional[str], typer.Option("--label", help="Own CTR table (--data): its label column(s), comma-separated; 0/1, true/false or see --positive.")] = None,
-    split: Annotated[Optional[str], typer.Option("--split", help="Own table: 'random' (seeded stratified 0.8/0.1/0.1, default) or 'time:COL' (cut at COL's 80 %/90 % quantiles).")] = None,
-    valid_data: Annotated[Optional[list[Path]], typer.Option("--valid-data", help="Own table: your validation file(s).")] = None,
-    test_data: Annotated[Optional[list[Path]], typer.Option("--test-data", help="Own table: your test file(s).")] = None,
-    positive: Annotated[Optional[str], typer.Option("--positive", help="Own table: the label value that means 1 (every other value is 0).")] = None,
-    ignore: Annotated[Optional[str], typer.Option("--ignore", help="Own table: comma-separated columns never used as features.")] = None,
-    sequence: Annotated[Optional[str], typer.Option("--sequence", help="Own table: comma-separated 'a|b|c' string columns to use as sequence features.")] = None,
+    data: Annotated[Optional[list[Path]], typer.Option("--data", rich_help_panel=OWN_DATA, help="Own data file(s) instead of --dataset: CSV/TSV (.gz) or Parquet; repeat for several files.")] = None,
+    user_col: Annotated[Optional[str], typer.Option("--user-col", rich_help_panel=OWN_DATA, help="Interaction log: the user id column (with --item-col).")] = None,
+    item_col: Annotated[Optional[str], typer.Option("--item-col", rich_help_panel=OWN_DATA, help="Interaction log: the item id column.")] = None,
+    time_col: Annotated[Optional[str], typer.Option("--time-col", rich_help_panel=OWN_DATA, help="Interaction log: the event time column (latest per user = test).")] = None,
+    category_col: Annotated[Optional[str], typer.Option("--category-col", rich_help_panel=OWN_DATA, help="Interaction log: item category column (sequence models).")] = None,
+    columns: Annotated[Optional[str], typer.Option("--columns", rich_help_panel=OWN_DATA, help="Comma-separated names of the fields of a headerless file, e.g. user,item,rating,time.")] = None,
+    sep: Annotated[Optional[str], typer.Option("--sep", rich_help_panel=OWN_DATA, help="Field separator of CSV/TSV files ('\\t' for tab; default: tab for .tsv, else comma).")] = None,
+    label: Annotated[Optional[str], typer.Option("--label", rich_help_panel=OWN_DATA, help="Own CTR table (--data): its label column(s), comma-separated; 0/1, true/false or see --positive.")] = None,
+    split: Annotated[Optional[str], typer.Option("--split", rich_help_panel=OWN_DATA, help="Own table: 'random' (seeded stratified 0.8/0.1/0.1, default) or 'time:COL' (cut at COL's 80 %/90 % quantiles).")] = None,
+    valid_data: Annotated[Optional[list[Path]], typer.Option("--valid-data", rich_help_panel=OWN_DATA, help="Own table: your validation file(s).")] = None,
+    test_data: Annotated[Optional[list[Path]], typer.Option("--test-data", rich_help_panel=OWN_DATA, help="Own table: your test file(s).")] = None,
+    positive: Annotated[Optional[str], typer.Option("--positive", rich_help_panel=OWN_DATA, help="Own table: the label value that means 1 (every other value is 0).")] = None,
+    ignore: Annotated[Optional[str], typer.Option("--ignore", rich_help_panel=OWN_DATA, help="Own table: comma-separated columns never used as features.")] = None,
+    sequence: Annotated[Optional[str], typer.Option("--sequence", rich_help_panel=OWN_DATA, help="Own table: comma-separated 'a|b|c' string columns to use as sequence features.")] = None,
 ) -> None:
     """Train MODEL on a dataset, select the epoch on validation, score the test set once."""
     from recforge.config import apply_overrides, read_yaml
