@@ -48,6 +48,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from recforge.data.datasets.movielens import implicit_leave_one_out
+from recforge.data.datasets.registry import split_arrays, split_fields
 from recforge.data.datasets.sequence_sets import Events, SequenceSource, events_from_ids
 from recforge.data.files import atomic_write, resolve_cache_dir
 from recforge.data.fingerprint import cache_key
@@ -289,30 +290,13 @@ def _ids_from_bytes(raw: np.ndarray) -> pa.Array:
 
 def _to_arrays(data: InteractionLogData) -> dict[str, np.ndarray]:
     assert data.user_ids is not None and data.item_ids is not None
-    return {
-        "name": np.array(data.name),
-        "shape": np.array([data.num_users, data.num_items]),
-        "train_users": data.train_users,
-        "train_items": data.train_items,
-        "test_users": data.test_users,
-        "test_candidates": data.test_candidates,
-        "user_ids": _ids_to_bytes(data.user_ids),
-        "item_ids": _ids_to_bytes(data.item_ids),
-    }
+    return {**split_arrays(data), "user_ids": _ids_to_bytes(data.user_ids), "item_ids": _ids_to_bytes(data.item_ids)}
 
 
 def _from_npz(path: Path) -> InteractionLogData:
     with np.load(path, allow_pickle=False) as z:
         return InteractionLogData(
-            name=str(z["name"]),
-            num_users=int(z["shape"][0]),
-            num_items=int(z["shape"][1]),
-            train_users=z["train_users"],
-            train_items=z["train_items"],
-            test_users=z["test_users"],
-            test_candidates=z["test_candidates"],
-            user_ids=_ids_from_bytes(z["user_ids"]),
-            item_ids=_ids_from_bytes(z["item_ids"]),
+            **split_fields(z), user_ids=_ids_from_bytes(z["user_ids"]), item_ids=_ids_from_bytes(z["item_ids"])  # type: ignore[arg-type]
         )
 
 

@@ -79,6 +79,24 @@ class DatasetSource:
         return data
 
 
+def split_arrays(data: LeaveOneOutData) -> dict[str, np.ndarray]:
+    """The arrays of a leave-one-out split, as saved in its ``.npz`` cache (:func:`split_fields` reads them)."""
+    return _to_arrays(data)
+
+
+def split_fields(z: "np.lib.npyio.NpzFile") -> dict[str, object]:
+    """The :class:`LeaveOneOutData` fields of an opened ``.npz`` cache written from :func:`split_arrays`."""
+    return {
+        "name": str(z["name"]),
+        "num_users": int(z["shape"][0]),
+        "num_items": int(z["shape"][1]),
+        "train_users": z["train_users"],
+        "train_items": z["train_items"],
+        "test_users": z["test_users"],
+        "test_candidates": z["test_candidates"],
+    }
+
+
 def _to_arrays(data: LeaveOneOutData) -> dict[str, np.ndarray]:
     return {
         "name": np.array(data.name),
@@ -92,15 +110,7 @@ def _to_arrays(data: LeaveOneOutData) -> dict[str, np.ndarray]:
 
 def _from_npz(path: Path) -> LeaveOneOutData:
     with np.load(path, allow_pickle=False) as z:
-        return LeaveOneOutData(
-            name=str(z["name"]),
-            num_users=int(z["shape"][0]),
-            num_items=int(z["shape"][1]),
-            train_users=z["train_users"],
-            train_items=z["train_items"],
-            test_users=z["test_users"],
-            test_candidates=z["test_candidates"],
-        )
+        return LeaveOneOutData(**split_fields(z))  # type: ignore[arg-type]
 
 
 DATASETS: dict[str, type[DatasetSource]] = {}
