@@ -128,3 +128,17 @@ def test_positive_value_declares_the_label_and_the_cache_sees_the_split(tmp_path
     timed = TableSource([path], ["clicked"], positive="buy", split="time:ts").load(seed=0)
     assert "time split" in timed.info["source"]  # not served from the random split's cache
     assert timed.info["fingerprint"] == data.info["fingerprint"]
+
+
+def test_a_binary_file_is_a_clear_error(tmp_path):
+    """Newcomer trial: random bytes named .csv raised UnicodeDecodeError from PyArrow."""
+    import os
+
+    from recforge.data.table_files import read_table
+    from recforge.errors import DataError
+
+    path = tmp_path / "garbage.csv"
+    path.write_bytes(b"\x8b\x99" + os.urandom(3000))
+    with pytest.raises(DataError, match="not UTF-8 text") as info:
+        read_table(path)
+    assert str(path) in str(info.value)

@@ -172,6 +172,8 @@ def iter_table_batches(
             raise _parse_error(path, exc) from None
         except OSError as exc:
             raise DataError(f"cannot read file (truncated or corrupt?): {exc}", path) from None
+        except UnicodeDecodeError:
+            raise DataError("not UTF-8 text: expected a CSV/TSV file with a header line (a binary file?)", path) from None
 
 
 def _check_exists(path: Path) -> None:
@@ -220,12 +222,18 @@ def _read_text(path: Path) -> pa.Table:
             as_text[column] = pa.string()  # numbers and words in one column: a categorical column
         except OSError as exc:
             raise DataError(f"cannot read file (truncated or corrupt?): {exc}", path) from None
+        except UnicodeDecodeError:
+            raise DataError("not UTF-8 text: expected a CSV/TSV file with a header line (a binary file?)", path) from None
 
 
 def _header(path: Path, delimiter: str) -> list[str]:
     """The column names of a text file's header line (parsed by PyArrow alone, so quoted names work)."""
     with pa.input_stream(str(path), compression="detect") as stream:
         first = stream.read(1 << 20).split(b"\n", 1)[0]
+    try:
+        first.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DataError("not UTF-8 text: expected a CSV/TSV file with a header line (a binary file?)", path, 1) from None
     table = pacsv.read_csv(pa.BufferReader(first + b"\n"), parse_options=pacsv.ParseOptions(delimiter=delimiter))
     return list(table.column_names)
 
