@@ -411,6 +411,22 @@ def schema_table(schema: Any, report: Any = ()) -> Table:
     return table
 
 
+@app.command("export")
+@user_errors
+def export(
+    run: Annotated[Path, typer.Argument(help="A run directory written by `recforge train`.")],
+    output: Annotated[Path, typer.Option("--output", help="The bundle folder to create (must not exist, or be empty).")],
+    format: Annotated[Optional[list[str]], typer.Option("--format", help="eager (always), torchscript, onnx; repeat for several.")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Write a model bundle (weights, config, schema, fitted preprocessing, checksums), with
+    TorchScript / ONNX graphs parity-checked against the eager model on the run's test rows."""
+    from recforge.serving.bundle import export_bundle, export_summary
+
+    manifest = export_bundle(run, output, formats=tuple(format or ("eager",)), data_dir=data_dir)
+    out.print(export_summary(manifest, output), soft_wrap=True, highlight=False)
+
+
 @app.command("evaluate")
 @user_errors
 def evaluate(

@@ -39,7 +39,7 @@ class Dice(nn.Module):
         self.alpha = nn.Parameter(torch.zeros(num_features))
 
     def forward(self, x: Tensor) -> Tensor:
-        flat = x.reshape(-1, x.shape[-1])
+        flat = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])  # 2-D as is: ONNX export needs BatchNorm's channel count
         if self.training and flat.shape[0] == 1:
             p = torch.sigmoid(nn.functional.batch_norm(flat, self.norm.running_mean, self.norm.running_var, training=False, eps=self.norm.eps))
         else:
