@@ -19,7 +19,7 @@ def _table(n=1000, seed=0):
     return pa.table({
         "user_id": rng.integers(0, 900, n),          # id-like name -> sparse
         "city": rng.choice(["a", "b", "c"], n),      # string -> sparse
-        "session": [f"s{i}" for i in range(n)],      # unique strings -> sparse, min_count 2
+        "session": [f"s{i}" for i in range(n)],      # a different string in every row -> skipped as a row id
         "hour": rng.integers(0, 24, n),              # few integers -> sparse
         "spend": rng.exponential(1.0, n) ** 3,       # non-negative, heavy-tailed -> log1p_standardize
         "price": rng.normal(10, 1, n).round(6),      # symmetric -> standardize
@@ -29,6 +29,7 @@ def _table(n=1000, seed=0):
         "noise": rng.normal(0, 1, n),                # --ignore
         "ts": np.arange(n),                          # time column of a time split
         "clicked": rng.integers(0, 2, n),
+        "device": [f"d{i}" for i in rng.integers(0, 800, n)],  # many distinct strings -> sparse, min_count 2
     })
 
 
@@ -38,7 +39,7 @@ def test_inference_applies_each_rule():
     assert kinds == {
         "user_id": ("sparse", "none", 1, None),
         "city": ("sparse", "none", 1, None),
-        "session": ("sparse", "none", 2, None),
+        "device": ("sparse", "none", 2, None),
         "hour": ("sparse", "none", 1, None),
         "spend": ("dense", "log1p_standardize", 1, None),
         "price": ("dense", "standardize", 1, None),
@@ -46,10 +47,11 @@ def test_inference_applies_each_rule():
         "tags": ("sequence", "none", 1, "|"),
     }
     skipped = {r.name: r.detail for r in report if r.kind == "skipped"}
-    assert skipped == {"const": "constant", "noise": "ignored (--ignore)", "ts": "time column of the split"}
+    assert skipped == {"const": "constant", "noise": "ignored (--ignore)", "ts": "time column of the split",
+                       "session": "row id: a different value in every row (not a feature; predict passes it through)"}
     assert schema.labels == ("clicked",)
     undeclared, _ = infer_schema(_table(), ["clicked"])
-    assert undeclared["tags"].kind == "sparse" and undeclared["ts"].kind == "dense"
+    assert undeclared["tags"].kind == "sparse" and "ts" not in undeclared  # 0..n-1: a row number
 
 
 def test_inference_rejects_unknown_columns():

@@ -162,7 +162,7 @@ def test_bad_input_names_the_column():
     with pytest.raises(DataError, match="'x' must be numeric"):
         Preprocessor(schema).fit(pa.table({"c": ["a"], "x": ["abc"], "y": [0]}))
     pre = Preprocessor(schema).fit(pa.table({"c": ["a"], "x": [1.0], "y": [0]}))
-    with pytest.raises(DataError, match="label 'y' must be 0, 1 or missing; row 1 has 2"):
+    with pytest.raises(DataError, match="label 'y' must be 0, 1 or missing; data row 2 .1-based, a header line not counted. has 2"):
         pre.transform(pa.table({"c": ["a", "b"], "x": [1.0, 2.0], "y": [0, 2]}))
     with pytest.raises(DataError, match="empty training split"):
         Preprocessor(schema).fit(pa.table({"c": pa.array([], pa.string()), "x": pa.array([], pa.float64()), "y": pa.array([], pa.float64())}))
@@ -239,16 +239,16 @@ def test_non_finite_values_are_an_error_by_default_at_fit_and_transform():
         FeatureSpec("b", source="x", bucketize="log_squared"),
     ):
         bad = pa.table({"x": [1.0, 2.0, float("-inf"), float("inf")], "y": [0, 0, 0, 0]})
-        with pytest.raises(DataError, match=r"train\.csv: column 'x' .*-inf at row 2.*non_finite"):
+        with pytest.raises(DataError, match=r"train\.csv: column 'x' .*-inf at data row 3 \(1-based.*non_finite"):
             Preprocessor(_schema(spec)).fit(bad, where="train.csv")
-        with pytest.raises(DataError, match=r"row 2"):
+        with pytest.raises(DataError, match=r"data row 3 "):
             Preprocessor(_schema(spec)).fit_transform(bad, where="train.csv")
         pre = Preprocessor(_schema(spec)).fit(clean)
-        with pytest.raises(DataError, match=r"test\.csv: column 'x' .*inf at row 1"):
+        with pytest.raises(DataError, match=r"test\.csv: column 'x' .*inf at data row 2 "):
             pre.transform(pa.table({"x": ["1", "inf"], "y": [0, 0]}), where="test.csv")  # parsed text too
     streamed = Preprocessor(_schema(FeatureSpec("x", "dense")))
     streamed.partial_fit(clean, where="part-0")
-    with pytest.raises(DataError, match=r"part-1: .*inf at row 4"):  # row counts the training rows seen so far
+    with pytest.raises(DataError, match=r"part-1: .*inf at data row 5 "):  # counts the training rows seen so far, from 1
         streamed.partial_fit(pa.table({"x": [5.0, float("inf")], "y": [0, 0]}), where="part-1")
 
 

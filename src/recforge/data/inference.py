@@ -4,6 +4,13 @@ Rules (per column, in this order; the report states which one decided):
 
 1. label columns, ``ignore`` columns and the time column of a time split are never features;
 2. a column with at most one distinct value (missing values aside) is skipped as constant;
+   a column whose every value is different (a row id: strings, or integers with an id-like name
+   or forming a consecutive range, more than :data:`MAX_SPARSE_DISTINCT` rows) is skipped as a
+   row id: it cannot generalise to new rows (``predict`` passes it through, to join on);
+   a 0/1 column other than the label whose 1s all fall on rows where a label is 1 (``purchase``
+   with ``--label click``) is skipped as label-like: a second label or an outcome after the
+   label's event, which would leak it (train it as a task with ``--label click,purchase``, or
+   declare it in ``--schema`` to use it anyway), with a :class:`~recforge.data.leakage.LabelLeakWarning`;
 3. a column declared in ``sequence`` (a string of ``a|b|c`` values) becomes a sequence feature
    split on ``|``; a ``|`` in other string columns is never split (it is a value like any other);
 4. timestamps and dates are skipped (use them as ``--split time:COL``);
@@ -23,6 +30,7 @@ the transform for dense ones (the training mean of a standardised feature).
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -88,6 +96,7 @@ def describe_columns(
             if name not in names:
                 raise ConfigError(f"{option} column {name!r} is not in the data; columns: {', '.join(names)}")
     reports = []
+    label_values = {label: _binary(table.column(label)) for label in labels}
     for name in names:
         column = table.column(name)
         type_ = column.type
@@ -102,6 +111,10 @@ def describe_columns(
             kind, detail = "skipped", "time column of the split"
         elif distinct <= 1:
             kind, detail = "skipped", "constant" if distinct else "no values"
+        elif _row_id(name, column, distinct, missing):
+            kind, detail = "skipped", "row id: a different value in every row (not a feature; predict passes it through)"
+        elif (implied := _implied_label(name, column, label_values)) is not None:
+            kind, detail = "skipped", implied
         elif name in sequence:
             if not (pa.types.is_string(type_) or pa.types.is_large_string(type_)):
                 raise ConfigError(f"sequence column {name!r} must hold '{SEQUENCE_SEPARATOR}'-separated strings, found {type_}")
@@ -143,6 +156,11 @@ def infer_schema(
     if not labels:
         raise ConfigError("name the label column (--label COL)")
     reports = describe_columns(table, labels, ignore, sequence, time_column)
+    for report in reports:
+        if report.detail.startswith("label-like"):
+            from recforge.data.leakage import LabelLeakWarning
+
+            warnings.warn(f"column {report.name!r} is {report.detail}", LabelLeakWarning, stacklevel=2)
     features = []
     for report in reports:
         if report.kind == "sparse":
@@ -154,6 +172,44 @@ def infer_schema(
     if not features:
         raise ConfigError(f"no column can be a feature: {', '.join(f'{r.name} ({r.kind}: {r.detail})' for r in reports)}")
     return Schema(tuple(features), labels=tuple(labels)), reports
+
+
+def _binary(column: pa.ChunkedArray) -> np.ndarray | None:
+    """float64 [N] of a 0/1 (or boolean) column, NaN for missing; None for any other column."""
+    type_ = column.type
+    if not (pa.types.is_boolean(type_) or pa.types.is_integer(type_) or pa.types.is_floating(type_)):
+        return None
+    values = np.asarray(pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+    known = values[~np.isnan(values)]
+    return values if len(known) and np.isin(known, (0.0, 1.0)).all() else None
+
+
+def _row_id(name: str, column: pa.ChunkedArray, distinct: int, missing: int) -> bool:
+    """A different value in every (non-missing) row: strings, id-named integers, or a consecutive integer range."""
+    if distinct != len(column) - missing or distinct <= MAX_SPARSE_DISTINCT:
+        return False
+    type_ = column.type
+    if pa.types.is_string(type_) or pa.types.is_large_string(type_):
+        return True
+    if pa.types.is_integer(type_):
+        bounds = pc.min_max(column)
+        return bool(_ID_NAME.search(name)) or bounds["max"].as_py() - bounds["min"].as_py() + 1 == distinct
+    return False
+
+
+def _implied_label(name: str, column: pa.ChunkedArray, labels: dict[str, np.ndarray | None]) -> str | None:
+    """Why a 0/1 column is label-like (its 1s all on rows where a 0/1 label is 1), or None."""
+    values = _binary(column)
+    if values is None:
+        return None
+    ones = values == 1
+    for label, y in labels.items():
+        if y is not None and ones.any() and (y[ones] == 1).all():
+            return (
+                f"label-like: all {int(ones.sum())} row(s) with {name} = 1 have {label} = 1 (a second label, or an outcome "
+                f"after the {label}?); not a feature: train it as a task with --label {label},{name}, or declare it in --schema"
+            )
+    return None
 
 
 def _missing(column: pa.ChunkedArray) -> int:

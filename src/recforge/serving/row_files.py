@@ -7,24 +7,47 @@
 * :func:`write_row_chunks`: tables written one after the other as CSV or Parquet (chosen by the
   suffix), through a temporary file renamed into place at the end, so an error half-way leaves
   no output file.
+* :func:`predict_file`: ``recforge predict`` end to end: read, encode, score, write, with the
+  reading and encoding of the next chunk on a second thread while this one is scored and
+  written (PyArrow and torch release the GIL), at most :data:`PIPELINE_DEPTH` chunk queued between them.
+
+Column types of a text input (:func:`input_types`): every column is read with the type PyArrow
+infers from the file's first block, so what is passed through keeps the input's type (an integer
+id column stays integers, ``5`` stays ``5``), except the columns of categorical features whose
+vocabulary holds a value that is not a canonical integer (``007``, ``a``): those are read as
+text, so ``007`` keeps its leading zeros and matches the training key. The keys are then those
+of training (:func:`recforge.data.preprocessing._keys` turns integers into their decimal text).
+A column whose inferred type fails on a later block (``12`` then ``x``) makes the whole file be
+read again with that column as text (a numeric feature: as float64): the output is written
+from scratch, so it has one type per column.
 
 Text inputs need a header line: columns are matched by name.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import queue
+import re
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+import torch
 
 from recforge.data.files import atomic_write
 from recforge.errors import ConfigError, DataError
 
+if TYPE_CHECKING:
+    from recforge.serving.predictor import Predictor
+
 OUTPUT_SUFFIXES = (".csv", ".parquet")
+#: a CSV conversion error of a streamed block: ``In CSV column #3: ... CSV conversion error to int64``
+_CONVERSION = re.compile(r"In CSV column #(\d+): (?:Row #\d+: )?CSV conversion error to (\S+)")
+_CANONICAL_INT = re.compile(r"^(0|-?[1-9][0-9]{0,17})$")
 
 
 def check_input(path: Path) -> None:
@@ -132,4 +155,138 @@ def write_row_chunks(path: Path, chunks: Iterable[pa.Table]) -> int:
 
 class _NoRows(Exception):
     """Internal: the input had no rows (the temporary file is discarded)."""
+
+
+#: chunks queued between the reading thread and the scoring one: with the one being read and the one
+#: being scored and written, at most three chunks (raw + encoded) are held, whatever the file size
+PIPELINE_DEPTH = 1
+
+
+def input_types(predictor: "Predictor") -> dict[str, pa.DataType]:
+    """Forced read types of a text input's columns: text for the categorical feature columns
+    (and histories) whose vocabulary is not all canonical integers; every other column is
+    inferred (see the module docstring).
+    """
+    vocabularies = predictor.preprocessor.vocabularies
+    types: dict[str, pa.DataType] = {}
+    for spec in predictor.schema.features:
+        if spec.kind == "dense" or spec.bucketize is not None:
+            continue
+        columns = spec.cross or (spec.column_source,)
+        vocabulary = vocabularies.get(spec.table_name)
+        if spec.kind == "sequence" or spec.cross or vocabulary is None or not _canonical_integers(vocabulary.array):
+            types.update({column: pa.string() for column in columns})
+    return types
+
+
+def _canonical_integers(values: pa.Array) -> bool:
+    """Whether every value is an integer written as ``str(int)`` does (no sign +, no leading zero)."""
+    import pyarrow.compute as pc
+
+    return len(values) > 0 and bool(pc.all(pc.match_substring_regex(values, _CANONICAL_INT.pattern)).as_py())
+
+
+def predict_file(
+    predictor: "Predictor", path: Path, output: Path, rows: int, on_chunk: Callable[[int], None] | None = None
+) -> int:
+    """Score every row of ``path`` and write them, with the ``p_<task>`` columns, to ``output``.
+
+    Args:
+        predictor: the run's predictor.
+        path: the input (CSV / TSV with a header, plain or gzip, or Parquet).
+        output: ``.csv`` or ``.parquet``; written atomically (nothing there after an error).
+        rows: rows per chunk (>= 1): memory is a few chunks, whatever the file size.
+        on_chunk: called with the rows written so far after each chunk (a progress bar).
+
+    Returns:
+        The rows written.
+
+    Raises:
+        DataError: naming the file (and data row) for a missing feature column, an unparsable
+            file or a value a feature cannot take; ConfigError for a bad output suffix.
+    """
+    types = input_types(predictor)
+    numeric = {c for spec in predictor.schema.features if spec.kind == "dense" or spec.bucketize is not None
+               for c in (spec.cross or (spec.column_source,))}
+    while True:
+        try:
+            return write_row_chunks(output, _scored(predictor, path, rows, types, on_chunk))
+        except DataError as exc:
+            column = _failed_column(exc, path)
+            if column is None or types.get(column) in (pa.string(), pa.float64()):
+                raise
+            # inferred from the first block, contradicted by a later one: read it all again, this column fixed
+            types[column] = pa.float64() if column in numeric and types.get(column) is None else pa.string()
+
+
+def _failed_column(exc: DataError, path: Path) -> str | None:
+    """The column of a CSV conversion error in a later block of ``path``, or None for any other error."""
+    found = _CONVERSION.search(str(exc))
+    if found is None or exc.path != path:
+        return None
+    from recforge.data.table_files import table_format
+
+    delimiter = "\t" if table_format(path) == "tsv" else ","
+    with pa.input_stream(str(path), compression="detect") as stream:
+        first = stream.read(1 << 20).split(b"\n", 1)[0] + b"\n"
+    names = pacsv.read_csv(pa.BufferReader(first), parse_options=pacsv.ParseOptions(delimiter=delimiter)).column_names
+    index = int(found.group(1))
+    return names[index] if index < len(names) else None
+
+
+def _scored(
+    predictor: "Predictor", path: Path, rows: int, types: dict[str, pa.DataType], on_chunk: Callable[[int], None] | None
+) -> Iterator[pa.Table]:
+    """The input's chunks with their probabilities appended, in row order; the next chunks are
+    read and encoded on a thread while this one is scored (and written by the caller)."""
+    ahead: queue.Queue[Any] = queue.Queue(maxsize=PIPELINE_DEPTH)
+    stop = threading.Event()
+    where = str(path)
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                ahead.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        done = 0
+        try:
+            for chunk in iter_row_chunks(path, rows, column_types=types):
+                if done == 0:
+                    predictor.check_columns(chunk.column_names, where)
+                    clash = [c for c in predictor.output_columns if c in chunk.column_names]
+                    if clash:
+                        raise DataError(f"the input already has a column {clash[0]!r}, the name of the predicted probabilities; rename it", path)
+                if not put((chunk, predictor.encode(chunk, where, first_row=done))):
+                    return
+                done += chunk.num_rows
+            put(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
+            put(exc)
+
+    worker = threading.Thread(target=produce, name="recforge-predict-read", daemon=True)
+    worker.start()
+    written = 0
+    try:
+        while True:
+            item = ahead.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            chunk, encoded = item
+            probabilities = torch.sigmoid(torch.from_numpy(predictor.encoded_logits(encoded))).numpy()  # as Predictor.predict
+            for t, name in enumerate(predictor.output_columns):
+                chunk = chunk.append_column(name, pa.array(probabilities[:, t], pa.float64()))
+            yield chunk
+            written += chunk.num_rows
+            if on_chunk is not None:
+                on_chunk(written)
+    finally:
+        stop.set()
+        worker.join()
 

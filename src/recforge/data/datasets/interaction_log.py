@@ -13,6 +13,11 @@ becomes the same data the registered datasets give, through the same code:
   Repeated (user, item) rows are implicit feedback about one pair: they are dropped, keeping the
   pair's latest row (by time, then row number; the first row without a time column), and counted
   in a warning. Users with a single item train only.
+* NCF / MF / ItemPop with ``split`` ``last:N`` or ``time:COL``: several test (and validation)
+  items per user, :func:`build_held_out_sets` with the rules of :mod:`recforge.data.held_out_sets`
+  (latest N by time, ties to the larger item id; a global time cut; users left out counted),
+  evaluated with full-catalogue Recall / Precision / NDCG / MAP. The pairs are de-duplicated as
+  for leave-one-out first, so the time cut's quantiles are over distinct pairs.
 * DIN and every other CTR model: behaviour-sequence samples of
   :func:`recforge.data.sequences.behaviour_samples` with the per-user split and leakage figures of
   the built-in sequence datasets (:class:`~recforge.data.datasets.sequence_sets.SequenceSource`);
@@ -52,6 +57,7 @@ from recforge.data.datasets.registry import split_arrays, split_fields
 from recforge.data.datasets.sequence_sets import Events, SequenceSource, events_from_ids
 from recforge.data.files import atomic_write, resolve_cache_dir
 from recforge.data.fingerprint import cache_key
+from recforge.data.held_out_sets import HeldOutSetsData, parse_log_split, several_items_split
 from recforge.data.id_maps import encode_ids
 from recforge.data.interactions import LeaveOneOutData
 from recforge.data.readers import read_table
@@ -85,6 +91,8 @@ class LogOptions:
         category_col: item category (sequence models), or None.
         columns: names of the fields of headerless CSV/TSV files (empty: the files have a header).
         sep: field separator (default: tab for ``.tsv`` files, else comma); ``\\t`` or ``tab`` for a tab.
+        split: ``random`` / ``leave-one-out`` (default), ``last:N`` or ``time:COL``
+            (:mod:`recforge.data.held_out_sets`); COL is the time column (``--time-col`` may be omitted).
     """
 
     paths: tuple[str, ...]
@@ -94,13 +102,20 @@ class LogOptions:
     category_col: str | None = None
     columns: tuple[str, ...] = ()
     sep: str | None = None
+    split: str = "random"
 
     @classmethod
     def from_config(cls, data: Any) -> "LogOptions":
         """From a :class:`recforge.config.DataConfig` with ``path`` and ``user_col`` set."""
         if not data.item_col:
             raise ConfigError("data.item_col (--item-col) is required with data.user_col")
-        return cls(tuple(data.path), data.user_col, data.item_col, data.time_col, data.category_col, tuple(data.columns), data.sep)
+        split = parse_log_split(data.split)
+        time_col = data.time_col
+        if split.kind == "time":
+            if time_col and time_col != split.column:
+                raise ConfigError(f"data.split time:{split.column} and data.time_col {time_col!r} (--time-col) name different columns; the split cuts the log's time column")
+            time_col = split.column
+        return cls(tuple(data.path), data.user_col, data.item_col, time_col, data.category_col, tuple(data.columns), data.sep, data.split)
 
     @property
     def name(self) -> str:
@@ -124,8 +139,9 @@ class LogOptions:
         return out
 
     def cache_parts(self) -> dict[str, Any]:
-        """The reading options the prepared data depends on (JSON-safe)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k != "paths"}
+        """The reading options the prepared data depends on (JSON-safe; the default split is left
+        out, so leave-one-out caches keep their keys)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "paths" and not (k == "split" and v == "random")}
 
     def separator(self, path: Path) -> str:
         if self.sep is None:
@@ -215,8 +231,9 @@ def _check_users(user_ids: pa.Array, options: LogOptions, path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------- NCF / MF / ItemPop
-def load_leave_one_out(options: LogOptions, seed: int = 0, use_cache: bool = True) -> InteractionLogData:
-    """The log as a leave-one-out split (no validation hold-out yet), cached like a registered dataset.
+def load_leave_one_out(options: LogOptions, seed: int = 0, use_cache: bool = True) -> InteractionLogData | HeldOutSetsData:
+    """The log as a leave-one-out split (no validation hold-out yet), cached like a registered dataset;
+    with ``options.split`` ``last:N`` or ``time:COL`` the several-items split of :func:`build_held_out_sets`.
 
     Args:
         options: the files and how to read them.
@@ -227,6 +244,8 @@ def load_leave_one_out(options: LogOptions, seed: int = 0, use_cache: bool = Tru
         DataError: for a bad file (see :func:`read_log`), a single user, no user with 2 or more
             items, or a catalogue too small for 99 negatives.
     """
+    if parse_log_split(options.split).several:
+        return build_held_out_sets(options)  # type: ignore[return-value]
     files = options.files()
     key = cache_key(CACHE_FORMAT, "interaction-log", options.cache_parts(), seed, paths=files)
     cache = resolve_cache_dir() / "splits" / f"{options.name}-{key}.npz"
@@ -246,6 +265,39 @@ def load_leave_one_out(options: LogOptions, seed: int = 0, use_cache: bool = Tru
 
 def build_leave_one_out(options: LogOptions, seed: int) -> InteractionLogData:
     """Read, map ids, drop repeated pairs and split (see the module docstring)."""
+    users, items, times, user_ids, item_ids, path = _distinct_pairs(options)
+    if np.bincount(users).max() < 2:
+        raise DataError(f"no user in column {options.user_col!r} has 2 or more items; leave-one-out needs one to hold out", path)
+    split = implicit_leave_one_out(options.name, users, items, times, len(user_ids), len(item_ids), seed, path)
+    fields = {f.name: getattr(split, f.name) for f in dataclasses.fields(LeaveOneOutData)}
+    return InteractionLogData(**fields, user_ids=user_ids, item_ids=item_ids)
+
+
+def build_held_out_sets(options: LogOptions) -> HeldOutSetsData:
+    """The log split ``last:N`` or ``time:COL`` (several test items per user; no sampled negatives).
+
+    Reads and de-duplicates as :func:`build_leave_one_out` does; the rules (ties, short users,
+    users left out and counted) are those of :mod:`recforge.data.held_out_sets`. Not cached: the
+    split is a sort of the pairs, cheap next to reading the file.
+
+    Raises:
+        ConfigError: ``last:N`` without a time column.
+        DataError: for a bad file (see :func:`read_log`), a single user, or no user with both a
+            training and a test item.
+    """
+    split = parse_log_split(options.split)
+    if not options.time_col:
+        raise ConfigError(f"data.split {options.split} orders each user's events by time: name the time column with --time-col")
+    users, items, times, user_ids, item_ids, path = _distinct_pairs(options)
+    assert times is not None
+    try:
+        return several_items_split(options.name, users, items, times, len(user_ids), len(item_ids), split, user_ids, item_ids)
+    except ValueError as exc:
+        raise DataError(f"{exc} (column {options.time_col!r}); use --split leave-one-out or a smaller N", path) from None
+
+
+def _distinct_pairs(options: LogOptions) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, pa.Array, pa.Array, Path]:
+    """Internal user and item ids [P] of each distinct pair (its latest row), times [P] or None, the id maps, the first file."""
     table, path = read_log(options)
     users, user_ids = encode_ids(table.column("user"))
     items, item_ids = encode_ids(table.column("item"))
@@ -260,11 +312,7 @@ def build_leave_one_out(options: LogOptions, seed: int) -> InteractionLogData:
         )
         users, items = users[keep], items[keep]
         times = None if times is None else times[keep]
-    if np.bincount(users).max() < 2:
-        raise DataError(f"no user in column {options.user_col!r} has 2 or more items; leave-one-out needs one to hold out", path)
-    split = implicit_leave_one_out(options.name, users, items, times, len(user_ids), len(item_ids), seed, path)
-    fields = {f.name: getattr(split, f.name) for f in dataclasses.fields(LeaveOneOutData)}
-    return InteractionLogData(**fields, user_ids=user_ids, item_ids=item_ids)
+    return users, items, times, user_ids, item_ids, path
 
 
 def _latest_row_per_pair(users: np.ndarray, items: np.ndarray, num_items: int, times: np.ndarray | None) -> np.ndarray:
@@ -313,6 +361,8 @@ class InteractionLogSequences(SequenceSource):
     description = "an own interaction log as DIN behaviour sequences, last event per user = test"
 
     def __init__(self, options: LogOptions):
+        if parse_log_split(options.split).several:
+            raise ConfigError(f"data.split {options.split} applies to NCF/MF/ItemPop on a log; sequence models hold out each user's last event")
         self.options = options
         self.name = options.name  # type: ignore[misc]
         self.source_info = f"own interaction log {', '.join(options.paths)}"  # type: ignore[misc]

@@ -185,7 +185,9 @@ class TableSource(TabularSource):
     def encode(self, raw: RawSplits, schema: Schema, seed: int, where: str = "") -> TabularData:
         """As :meth:`TabularSource.encode`, plus ``info["imputed"]``: missing values per dense
         feature over all rows (0 after the transform: the training mean for ``standardize``)."""
-        data = super().encode(raw, schema, seed, where=where or str(self.paths[0]))
+        self._check_finite(schema)
+        where = str(self.paths[0]) if len(self.paths) == 1 else ", ".join(str(p) for p in self.paths)  # the files as given
+        data = super().encode(raw, schema, seed, where=where)
         tables = [t for t in (raw.train, raw.valid, raw.test) if t is not None]
         imputed = {}
         for spec in schema.dense:
@@ -194,6 +196,36 @@ class TableSource(TabularSource):
                 imputed[spec.name] = count
         data.info["imputed"] = imputed
         return data
+
+    def _check_finite(self, schema: Schema) -> None:
+        """Infinities under ``non_finite: error``, found in the files as read (before any split
+        shuffles the rows), so the error names the file and its line.
+
+        Raises:
+            DataError: naming the file, the 1-based line (the header is line 1; no line for
+                Parquet, then the 1-based data row), the column and the value.
+        """
+        numeric = [s for s in schema.features if (s.kind == "dense" or s.bucketize is not None) and s.non_finite == "error"]
+        for role in ("train", "valid", "test"):
+            for part in self._parts.get(role, []):
+                for spec in numeric:
+                    if spec.column_source not in part.table.column_names:
+                        continue  # the preprocessing names the missing column
+                    column = part.table.column(spec.column_source)
+                    if not (pa.types.is_floating(column.type) or pa.types.is_string(column.type)):
+                        continue  # integers cannot be infinite
+                    values = pc.cast(column, pa.float64(), safe=False) if pa.types.is_floating(column.type) else _text_numbers(column)
+                    infinite = pc.is_inf(values).to_numpy(zero_copy_only=False) if values is not None else None
+                    if infinite is None or not infinite.any():
+                        continue
+                    row = int(np.flatnonzero(infinite)[0])
+                    path, line = part.where(row)
+                    raise DataError(
+                        f"column {spec.column_source!r} (feature {spec.name!r}) has the non-finite value {values[row].as_py()} "
+                        f"at data row {row + 1}; expected a finite number or a missing value (set non_finite: missing or "
+                        "clip on the feature in --schema to accept it)",
+                        path, line,
+                    )
 
     def _labelled(self, role: str) -> pa.Table:
         """The rows of ``role`` with every label column as float32 0/1 (a DataError otherwise)."""
@@ -275,6 +307,16 @@ def _time_split(table: pa.Table, column: str, path: Path) -> tuple[pa.Table, pa.
             raise DataError(f"time split on {column!r}: no {name} rows (too few distinct times); use a random split", path)
     take = lambda mask: table.filter(pa.array(mask))  # noqa: E731
     return take(train), take(valid), take(test)
+
+
+def _text_numbers(column: pa.ChunkedArray) -> pa.ChunkedArray | None:
+    """A text column as float64 (empty cells null), or None where it does not parse as numbers
+    (the preprocessing then says the column must be numeric)."""
+    blank = pc.equal(pc.utf8_trim_whitespace(column), "")
+    try:
+        return pc.cast(pc.if_else(blank, pa.scalar(None, column.type), column), pa.float64())
+    except pa.ArrowInvalid:
+        return None
 
 
 def _missing_values(column: pa.ChunkedArray) -> int:

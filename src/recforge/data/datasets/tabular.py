@@ -106,7 +106,7 @@ class TabularSource(DatasetSource):
                 return audit_leakage(_read_cache(cache))  # re-emits the leakage warnings
             except Exception:  # noqa: BLE001 - a damaged cache is rebuilt
                 warnings.warn(f"ignoring unreadable cache {cache}; rebuilding it", stacklevel=2)
-        data = self.encode(self.read(paths, seed), schema, seed, where=str(next(iter(paths.values())).parent))
+        data = self.encode(self.read(paths, seed), schema, seed, where=str(next(iter(paths.values()))))  # the file, not its folder
         if use_cache:
             try:
                 _write_cache(cache, data)
