@@ -27,6 +27,7 @@ import yaml
 from recforge.errors import ConfigError
 
 OPTIMIZERS = ("adam", "sgd", "adagrad", "ftrl")
+PRECISIONS = ("fp32", "bf16")  # train.precision: float32, or bfloat16 autocast of the training forward pass
 RANKING_MONITORS = ("hit_rate", "ndcg")
 POINTWISE_MONITORS = ("valid/auc", "valid/log_loss")
 _GROUP_KEYS = ("optimizer", "lr", "weight_decay", "l1", "l2")
@@ -59,7 +60,9 @@ class DataConfig:
             (:mod:`recforge.data.datasets.own`); ``name`` then becomes the first file's stem
             (the run directory's dataset name) and cannot name a registered dataset.
         split: own table: ``random`` (seeded stratified 0.8 / 0.1 / 0.1) or ``time:COL`` (a
-            global cut at the 80 % / 90 % quantiles of COL).
+            global cut at the 80 % / 90 % quantiles of COL). Own log (``user_col``): ``random`` or
+            ``leave-one-out`` (each user's latest item), ``last:N`` or ``time:COL`` (several test
+            items per user, :mod:`recforge.data.held_out_sets`).
         valid_path, test_path: own table: the user's validation / test files.
         positive: own table: the label value that means 1 (None: labels are 0/1 or true/false).
         ignore: own table: columns never used as features by the inferred schema.
@@ -106,6 +109,11 @@ class DataConfig:
         table_keys = {"label": self.label, "valid_path": self.valid_path, "test_path": self.test_path, "positive": self.positive,
                       "ignore": self.ignore, "sequence": self.sequence, "split": self.split != "random"}
         given = [k for k, v in table_keys.items() if v]
+        if self.user_col and not self.label:  # an own log's split: leave-one-out, last:N or time:COL
+            from recforge.data.held_out_sets import parse_log_split
+
+            parse_log_split(self.split)
+            given = [k for k in given if k != "split"]
         if not self.label:
             if given:
                 raise ConfigError(f"data.{given[0]} applies to an own table: give its file with --data (data.path) and its label with --label (data.label)")
@@ -154,13 +162,27 @@ class TrainConfig:
             Deep's ``wide`` and ``deep``): ``{wide: {optimizer: ftrl, lr: 0.2, l1: 0.001}}``.
             None: the model's paper setting if it states one, else one optimiser for all.
         eval_batch_size: rows per forward pass when scoring validation and test rows.
+        shuffle: CTR data order. ``full``: the split in memory, a new full permutation every
+            epoch; ``block``: out of core, the split read from its (memory-mapped) columns one
+            buffer at a time, blocks of rows permuted and then the rows within each buffer
+            (bounded memory; its statistical cost is in :mod:`recforge.data.row_order`);
+            ``auto``: ``block`` for memory-mapped splits (``data.encoded``, the prepared
+            ``criteo``) of more than 2 M rows, else ``full``.
         task_weights: multi-task loss weight per task name (lambda_t; missing tasks weigh 1).
         ks: cut-offs for HR@K / NDCG@K.
         full_ranking: also score the selected model against the whole catalogue at the end.
         report_best_test_epoch: also score the test set every epoch, only to report the paper-style
             best-test-epoch figure beside the honest one (optimistic; never used for selection or
             early stopping; the reported test metrics are those of the validation-selected epoch).
+        score_test: score the test split at the selected epoch (and, with
+            ``report_best_test_epoch``, every epoch). False seals the test set: the run reads
+            validation metrics only and its summary has no ``test/...`` keys (``recforge tune``
+            trials; the winner is scored afterwards, see :mod:`recforge.tuning.selection`).
         device: cpu, cuda, or cuda:N.
+        precision: ``fp32``, or ``bf16`` for bfloat16 autocast of the training forward pass
+            (matrix products and embeddings in bfloat16, the loss, the optimiser state and
+            every evaluation in float32; Micikevicius et al. 2018, "Mixed Precision Training",
+            with bfloat16 needing no loss scaling). Where it helps: GPUs with bf16 tensor cores.
     """
 
     epochs: int = 20
@@ -177,11 +199,14 @@ class TrainConfig:
     sparse_embeddings: bool = False
     groups: dict[str, Any] | None = None
     eval_batch_size: int = 16384
+    shuffle: str = "auto"
     task_weights: dict[str, float] | None = None
     ks: tuple[int, ...] = (10,)
     full_ranking: bool = True
     report_best_test_epoch: bool = True
+    score_test: bool = True
     device: str = "cpu"
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         _positive("train.epochs", self.epochs, allow_zero=True)
@@ -210,10 +235,16 @@ class TrainConfig:
         if not 0.0 < self.lr_decay < 1.0:
             raise ConfigError(f"train.lr_decay must be in (0, 1), got {self.lr_decay}")
         _positive("train.eval_batch_size", self.eval_batch_size)
+        from recforge.data.row_order import SHUFFLES
+
+        if self.shuffle not in SHUFFLES:
+            raise ConfigError(f"train.shuffle must be one of {', '.join(SHUFFLES)}, got {self.shuffle!r}")
         for task, weight in (self.task_weights or {}).items():
             if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
                 raise ConfigError(f"train.task_weights.{task} must be a non-negative number, got {weight!r}")
         _check_device(self.device)
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"train.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.groups is not None:
             if not isinstance(self.groups, dict):
                 raise ConfigError(f"train.groups must map group names to optimiser settings, got {self.groups!r}")

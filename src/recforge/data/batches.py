@@ -63,6 +63,21 @@ class Batch:
     def __len__(self) -> int:
         return int(self.sparse_features.shape[0])
 
+    def tensors(self) -> list[Tensor]:
+        """Every tensor of the batch (features, lengths, labels)."""
+        return [self.sparse_features, self.labels, self.dense_features, *self.sequence_features.values(), *self.sequence_lengths.values()]
+
+    def pin_memory(self) -> "Batch":
+        """The batch in page-locked host memory, for asynchronous copies to a GPU (needs CUDA)."""
+        pin = lambda t: t.pin_memory()  # noqa: E731
+        return Batch(
+            sparse_features=pin(self.sparse_features),
+            labels=pin(self.labels),
+            dense_features=pin(self.dense_features),
+            sequence_features={k: pin(v) for k, v in self.sequence_features.items()},
+            sequence_lengths={k: pin(v) for k, v in self.sequence_lengths.items()},
+        )
+
     def to(self, device: torch.device | str) -> "Batch":
         """Return the batch on ``device`` (non-blocking where possible)."""
         if torch.device(device).type == "cpu" and self.sparse_features.device.type == "cpu":

@@ -104,21 +104,102 @@ class TensorColumns:
             sequence_lengths={k: v[start:end] for k, v in self.lengths.items()},
         )
 
-    def batches(self, batch_size: int, generator: torch.Generator | None = None, shuffle: bool = True) -> Iterator[Batch]:
+    def batches(
+        self, batch_size: int, generator: torch.Generator | None = None, shuffle: bool = True, shard: tuple[int, int] = (0, 1)
+    ) -> Iterator[Batch]:
         """Batches over all rows, shuffled once per call; a trailing batch of one row is joined to
         the one before (BatchNorm cannot normalise a single row in training), so no batch has one
         row unless the split has one row.
 
+        With ``shard = (rank, world_size)`` (data-parallel training) the global batches are the
+        same as without it, for any world size (same permutation from ``generator``, same
+        :func:`batch_bounds`), and this rank gets its contiguous part of each one
+        (:func:`shard_bounds`: per-rank sizes differ by at most one row, every row of an epoch goes
+        to exactly one rank). Only this rank's rows are gathered. A part may be empty (a global
+        batch smaller than the world size): it is still yielded, so every rank steps together.
+
+        Shape: global batches of ``batch_size`` rows (the last one the remainder); this rank's
+        part of each has ``batch_size // world_size`` or one more rows.
+
         Raises:
-            ValueError: if ``batch_size < 1``.
+            ValueError: if ``batch_size < 1`` or ``shard`` is not a rank in ``0..world_size-1``.
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        cols = self.permuted(torch.randperm(len(self), generator=generator)) if shuffle else self
-        n = len(cols)
-        starts = list(range(0, n, batch_size))
-        if len(starts) > 1 and n - starts[-1] == 1:
-            starts.pop()
-        for k, start in enumerate(starts):
-            end = starts[k + 1] if k + 1 < len(starts) else n
-            yield cols.batch(start, end)
+        rank, world = _check_shard(shard)
+        perm = torch.randperm(len(self), generator=generator) if shuffle else None
+        bounds = batch_bounds(len(self), batch_size)
+        if world == 1:
+            cols = self.permuted(perm) if perm is not None else self
+            for start, end in bounds:
+                yield cols.batch(start, end)
+            return
+        positions = torch.from_numpy(shard_positions(bounds, rank, world))
+        cols = self.permuted(perm[positions] if perm is not None else positions)
+        offset = 0
+        for start, end in bounds:
+            lo, hi = shard_bounds(end - start, rank, world)
+            yield cols.batch(offset, offset + hi - lo)
+            offset += hi - lo
+
+
+def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """The global batches of an epoch of ``n`` rows as ``(start, end)`` positions in the shuffled
+    order: ``batch_size`` rows each, the last one the remainder, and a trailing batch of one row
+    joined to the one before (see :meth:`TensorColumns.batches`). Any columns class with a
+    ``batches(..., shard=)`` method must cut its epochs this way, so that a data-parallel trainer
+    knows the size of the global batch each part belongs to.
+
+    Raises:
+        ValueError: if ``batch_size < 1``.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    starts = list(range(0, n, batch_size))
+    if len(starts) > 1 and n - starts[-1] == 1:
+        starts.pop()
+    return [(start, starts[k + 1] if k + 1 < len(starts) else n) for k, start in enumerate(starts)]
+
+
+def shard_bounds(n: int, rank: int, world_size: int) -> tuple[int, int]:
+    """Rank ``rank``'s contiguous part ``[lo, hi)`` of ``n`` rows split over ``world_size`` ranks,
+    as ``np.array_split``: the first ``n % world_size`` ranks get one row more, so part sizes
+    differ by at most one, and the parts of ranks 0..world_size-1 tile ``0..n`` in order.
+
+    Raises:
+        ValueError: if ``rank`` is not in ``0..world_size-1`` or ``n < 0``.
+    """
+    _check_shard((rank, world_size))
+    if n < 0:
+        raise ValueError(f"cannot shard {n} rows")
+    base, extra = divmod(n, world_size)
+    lo = rank * base + min(rank, extra)
+    return lo, lo + base + (1 if rank < extra else 0)
+
+
+def shard_positions(bounds: list[tuple[int, int]], rank: int, world_size: int) -> np.ndarray:
+    """Rank ``rank``'s positions in an epoch: its :func:`shard_bounds` part of every global batch
+    ``(start, end)`` of ``bounds``, in batch order.
+
+    Returns:
+        int64 [n_r]; the positions of ranks 0..world_size-1 together hold every position of the
+        batches exactly once.
+    """
+    if not bounds:
+        return np.zeros(0, np.int64)
+    starts = np.array([b[0] for b in bounds], np.int64)
+    sizes = np.array([b[1] - b[0] for b in bounds], np.int64)
+    base, extra = np.divmod(sizes, world_size)
+    lo = rank * base + np.minimum(rank, extra)
+    lengths = base + (rank < extra)
+    first = starts + lo
+    # position j of the output belongs to batch k = the one whose run of lengths covers j
+    offsets = np.cumsum(lengths) - lengths
+    return np.repeat(first - offsets, lengths) + np.arange(int(lengths.sum()), dtype=np.int64)
+
+
+def _check_shard(shard: tuple[int, int]) -> tuple[int, int]:
+    rank, world = (int(v) for v in shard)
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError(f"shard must be (rank, world_size) with 0 <= rank < world_size, got {shard}")
+    return rank, world

@@ -17,7 +17,7 @@ Shapes: U users, C candidates per user, I items.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
@@ -35,7 +35,21 @@ from recforge.metrics.multi_relevant import (
 )
 from recforge.metrics.ranking import rank_statistics, ranking_metrics
 
+
+
+class RowSharder(Protocol):
+    """Splits the rows of an evaluation over data-parallel ranks and gathers them back
+    (:class:`recforge.training.distributed.DistributedContext`): each rank scores ``part(n)``,
+    ``gather_rows`` returns all ``n`` rows in row order on every rank, so a metric computed on
+    them equals the single-process metric exactly (never an average over ranks)."""
+
+    def part(self, n: int) -> slice: ...
+
+    def gather_rows(self, local: np.ndarray, n: int) -> np.ndarray: ...
+
+
 if TYPE_CHECKING:
+    from recforge.data.held_out_sets import HeldOutSetsData
     from recforge.data.tabular import TensorColumns
 
 
@@ -61,8 +75,8 @@ def score_pairs(
     empty_labels = torch.empty((0, 1))
     try:
         for start in range(0, len(pairs), batch_size):
-            chunk = pairs[start : start + batch_size].to(device)
-            scores = model(Batch(sparse_features=chunk, labels=empty_labels))
+            chunk = pairs[start : start + batch_size]
+            scores = model(Batch(sparse_features=chunk, labels=empty_labels).to(device))  # every field on the device
             out[start : start + len(chunk)] = scores.float().cpu().numpy()
     finally:
         model.train(was_training)
@@ -75,6 +89,7 @@ def evaluate_sampled(
     candidates: np.ndarray,
     ks: tuple[int, ...] = (10,),
     device: torch.device | str = "cpu",
+    shard: RowSharder | None = None,
 ) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
     """Rank each user's positive (column 0 of ``candidates``) among the other columns.
 
@@ -84,15 +99,24 @@ def evaluate_sampled(
         candidates: int64 [U, 1 + C], positive first.
         ks: cut-offs for HR@K and NDCG@K.
         device: where to run the model.
+        shard: data-parallel runs: this rank ranks its part of the users, and the per-user rank
+            statistics of all users are gathered before the metrics are computed once.
 
     Returns:
         (metrics, greater, ties): mean metrics, and the per-user rank statistics int64 [U]
         (for per-user paired comparisons).
     """
+    n_users = len(users)
+    if shard is not None:
+        rows = shard.part(n_users)
+        users, candidates = np.asarray(users)[rows], np.asarray(candidates)[rows]
     u = np.repeat(np.asarray(users, np.int64), candidates.shape[1])
     scores = score_pairs(model, u, candidates.reshape(-1), device).reshape(candidates.shape)
     mask = candidates[:, 1:] != candidates[:, :1]
     greater, ties = rank_statistics(scores[:, 0], scores[:, 1:], mask)
+    if shard is not None:
+        both = shard.gather_rows(np.stack([np.asarray(greater, np.int64), np.asarray(ties, np.int64)], axis=1), n_users)
+        greater, ties = both[:, 0], both[:, 1]
     return ranking_metrics(greater, ties, ks), greater, ties
 
 
@@ -104,6 +128,7 @@ def evaluate_full_ranking(
     ks: tuple[int, ...] = (10,),
     device: torch.device | str = "cpu",
     max_scores: int = 1 << 22,
+    shard: RowSharder | None = None,
 ) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
     """Rank each user's held-out item against every item except those in ``exclude``.
 
@@ -116,12 +141,18 @@ def evaluate_full_ranking(
         ks: cut-offs.
         device: where to run the model.
         max_scores: scores held in memory at once (users are processed in chunks).
+        shard: data-parallel runs: this rank ranks its part of the users (see :func:`evaluate_sampled`).
 
     Returns:
         (metrics, greater, ties) as in :func:`evaluate_sampled`.
     """
     users = np.asarray(users, np.int64)
     positives = np.asarray(positives, np.int64)
+    if shard is not None:
+        n_users, rows = len(users), shard.part(len(users))
+        _, greater, ties = evaluate_full_ranking(model, users[rows], positives[rows], exclude, ks, device, max_scores)
+        both = shard.gather_rows(np.stack([greater, ties], axis=1), n_users)
+        return ranking_metrics(both[:, 0], both[:, 1], ks), both[:, 0], both[:, 1]
     n_items = exclude.num_items
     all_items = np.arange(n_items, dtype=np.int64)
     chunk = max(1, max_scores // n_items)
@@ -315,27 +346,40 @@ def task_logits(output: Tensor | dict[str, Tensor], tasks: tuple[str, ...]) -> T
         if missing:
             raise ValueError(f"model output has tasks {sorted(output)}, missing {missing}")
         return torch.stack([output[t] for t in tasks], dim=1)
-    return output.reshape(output.shape[0], -1)
+    return output.unsqueeze(1) if output.dim() == 1 else output.reshape(output.shape[0], -1)  # [0] too (an empty DDP part)
 
 
 @torch.no_grad()
-def score_rows(model: nn.Module, columns: "TensorColumns", tasks: tuple[str, ...], batch_size: int = 16384, device: torch.device | str = "cpu") -> np.ndarray:
+def score_rows(
+    model: nn.Module,
+    columns: "TensorColumns",
+    tasks: tuple[str, ...],
+    batch_size: int = 16384,
+    device: torch.device | str = "cpu",
+    shard: RowSharder | None = None,
+) -> np.ndarray:
     """Logits of every row in evaluation mode, in row order.
+
+    Args:
+        shard: data-parallel runs: this rank scores its contiguous part of the rows and the
+            logits of all rows are gathered (every rank gets all N rows, padding dropped).
 
     Returns:
         float64 [N, T]. Scores do not depend on the batch composition (eval mode: no dropout,
         BatchNorm uses its running statistics).
     """
+    rows = shard.part(len(columns)) if shard is not None else slice(0, len(columns))
     was_training = model.training
     model.eval()
     try:
         parts = [
-            task_logits(model(columns.batch(start, start + batch_size).to(device)), tasks).double().cpu()
-            for start in range(0, len(columns), batch_size)
+            task_logits(model(columns.batch(start, min(start + batch_size, rows.stop)).to(device)), tasks).double().cpu()
+            for start in range(rows.start, rows.stop, batch_size)
         ]
     finally:
         model.train(was_training)
-    return torch.cat(parts).numpy() if parts else np.zeros((0, len(tasks)))
+    logits = torch.cat(parts).numpy() if parts else np.zeros((0, len(tasks)))
+    return shard.gather_rows(logits, len(columns)) if shard is not None else logits
 
 
 def pointwise_metrics(
@@ -386,3 +430,63 @@ def pointwise_metrics(
         out["auc"] = float(np.dot(w, [out[f"{t}/auc"] for t in counted]) / w.sum())
         out["log_loss"] = float(np.dot(w, [out[f"{t}/log_loss"] for t in counted]) / w.sum())
     return out
+
+
+def evaluate_held_out_pairs(
+    model: nn.Module,
+    users: np.ndarray,
+    items: np.ndarray,
+    exclude: InteractionIndex,
+    ks: tuple[int, ...] = (10,),
+    device: torch.device | str = "cpu",
+    users_left_out: int = 0,
+) -> dict[str, float]:
+    """Full-catalogue metrics of several held-out items per user given as (user, item) pairs.
+
+    Groups the pairs with :func:`relevant_sets` and ranks them with
+    :func:`evaluate_full_ranking_multi_relevant` (chunked; the ``exclude`` items masked), the
+    protocol of ``last:N`` and ``time:COL`` splits (:mod:`recforge.data.held_out_sets`).
+
+    Args:
+        model: the scorer.
+        users, items: int64 [M] held-out pairs (a user repeats once per item).
+        exclude: known interactions to mask (training, and for the test split validation, items).
+        ks: cut-offs.
+        device: where to run the model.
+        users_left_out: users the split left out (no held-out item, or no training item); reported
+            as ``users_without_relevant``, never counted as 0 in the means.
+
+    Returns:
+        ``recall@K``, ``precision@K``, ``ndcg@K``, ``map@K``, ``hit_rate@K``, ``mrr``, ``users``,
+        ``users_without_relevant``.
+
+    Raises:
+        ValueError: if there is no pair.
+    """
+    evaluated, offsets, relevant = relevant_sets(users, items)
+    metrics, _ = evaluate_full_ranking_multi_relevant(model, evaluated, offsets, relevant, exclude, ks, device)
+    metrics["users_without_relevant"] = float(metrics["users_without_relevant"] + users_left_out)
+    return metrics
+
+
+def evaluate_held_out_split(
+    model: nn.Module, data: "HeldOutSetsData", split: str, ks: tuple[int, ...] = (10,), device: torch.device | str = "cpu"
+) -> dict[str, float]:
+    """:func:`evaluate_held_out_pairs` on the ``valid`` or ``test`` pairs of a ``last:N`` / ``time:COL`` split.
+
+    Masked: the training items, and for ``test`` the validation items too (both are known by
+    then); the users the split left out are counted in ``users_without_relevant``.
+
+    Raises:
+        ValueError: for a split other than valid/test, or one that holds no pair.
+    """
+    if split not in ("valid", "test"):
+        raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
+    users, items = data.train_users, data.train_items
+    if split == "test" and data.valid_users is not None:
+        users, items = np.r_[users, data.valid_users], np.r_[items, data.valid_candidates[:, 0]]
+    held_users, held = (data.valid_users, data.valid_candidates) if split == "valid" else (data.test_users, data.test_candidates)
+    if held_users is None or len(held_users) == 0:
+        raise ValueError(f"the {split} split holds no (user, item) pair")
+    exclude = InteractionIndex(users, items, data.num_items)
+    return evaluate_held_out_pairs(model, held_users, held[:, 0], exclude, ks, device, data.users_left_out(split))

@@ -8,6 +8,7 @@ import shutil
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from recforge.data.tabular import TabularData
 from recforge.errors import ConfigError, DataError, RecforgeError
 from recforge.models.ncf import GMF, NCFMLP, NeuMF
 from recforge.models.registry import build_model
+from recforge.training.distributed import current_context, distributed_session, needs_session
 from recforge.training.pointwise import PointwiseTrainer
 from recforge.training.records import RunRecorder, load_checkpoint, load_model_weights, load_run_config
 from recforge.training.trainer import FitResult, Trainer
@@ -176,12 +178,20 @@ def run_tabular(
     output_dir: str | Path = "runs",
     console: Console | None = None,
     resume: str | Path | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> RunResult:
     """Train and evaluate one configuration on tabular data, writing (or continuing) a run directory.
+
+    ``on_epoch`` is called with each epoch's record (:attr:`PointwiseTrainer.on_epoch`).
 
     Raises:
         ConfigError: for a model that needs user/item data, or a resume directory of another config.
     """
+    if needs_session():  # launched by torchrun: join its process group for this run (DDP)
+        with distributed_session(config.train.device):
+            return run_tabular(config, data, output_dir, console, resume, on_epoch=on_epoch)
+    ctx = current_context()
+    console = console if ctx.is_main else None  # rank 0 alone prints and writes the run's files
     check_experiment(config, data)
     torch.manual_seed(config.seed)
     model = build_model(config.model_name, data.schema, config.model)
@@ -191,28 +201,36 @@ def run_tabular(
         model, data, config.train, config.seed, console=console, default_groups=paper() if paper else None,
         task_weights=tuple(float(weights.get(t, 1.0)) for t in data.schema.labels),
     )
-    state = None
-    if resume is not None:
-        previous = load_run_config(resume)
-        if previous.replace(train=config.train) != config or dataclasses.replace(previous.train, epochs=config.train.epochs) != config.train:
-            raise ConfigError(f"{resume} was trained with another config; only train.epochs may change on --resume")
-        state = load_checkpoint(resume, "last.pt")
-        if config.train.epochs <= state["epoch"]:
-            raise ConfigError(f"{resume} already ran {state['epoch']} epochs; pass --epochs N with N > {state['epoch']} to continue it")
-        recorder = RunRecorder.reopen(resume, config)
-        recorder.epochs = [r for r in recorder.epochs if r["epoch"] <= state["epoch"]]
-    else:
-        recorder = RunRecorder(output_dir, config)
-    Preprocessor.from_dict(data.preprocessing).save(recorder.path / "preprocessing.json")
-    trainer.recorder = recorder
+    trainer.on_epoch = on_epoch
+
+    def open_run() -> tuple[dict[str, Any] | None, RunRecorder]:
+        state = None
+        if resume is not None:
+            previous = load_run_config(resume)
+            if previous.replace(train=config.train) != config or dataclasses.replace(previous.train, epochs=config.train.epochs) != config.train:
+                raise ConfigError(f"{resume} was trained with another config; only train.epochs may change on --resume")
+            state = load_checkpoint(resume, "last.pt")
+            if config.train.epochs <= state["epoch"]:
+                raise ConfigError(f"{resume} already ran {state['epoch']} epochs; pass --epochs N with N > {state['epoch']} to continue it")
+            recorder = RunRecorder.reopen(resume, config)
+            recorder.epochs = [r for r in recorder.epochs if r["epoch"] <= state["epoch"]]
+        else:
+            recorder = RunRecorder(output_dir, config)
+        Preprocessor.from_dict(data.preprocessing).save(recorder.path / "preprocessing.json")
+        return state, recorder
+
+    state, recorder = ctx.on_main(open_run)  # under DDP rank 0 reads the run and sends it to the others
+    trainer.recorder = recorder if ctx.is_main else None
     try:
-        fit = trainer.fit(resume=state)
+        with ctx.lost_rank_errors():
+            fit = trainer.fit(resume=state)
     except BaseException as exc:
-        if resume is None:
+        if resume is None and ctx.is_main:
             _keep_or_remove_partial_run(recorder.path, exc)
         raise
     summary = {"model": config.model_name, "dataset": config.data.name, **fit.summary, "data": data.info}
-    recorder.write_summary(summary)
+    if ctx.is_main:
+        recorder.write_summary(summary)
     return RunResult(path=recorder.path, summary=summary, history=fit.history, model=model)
 
 
@@ -223,8 +241,12 @@ def run_experiment(
     console: Console | None = None,
     data: LeaveOneOutData | TabularData | None = None,
     resume: str | Path | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> RunResult:
     """Train and evaluate one configuration, writing a run directory.
+
+    ``on_epoch`` is called with each training epoch's record of the run's own model (not of
+    NeuMF's GMF / MLP pre-training); ``recforge tune`` prunes trials there.
 
     With ``config.pretrain.enabled`` (NeuMF only), GMF and MLP with the same factors are trained
     first (each in its own run directory) unless ``pretrain.gmf_run`` / ``mlp_run`` name finished
@@ -236,14 +258,19 @@ def run_experiment(
         DataError / DataMissingError: for missing or malformed data.
         TrainingError: if the loss diverges.
     """
+    if needs_session():  # launched by torchrun: join its process group for this run (DDP)
+        with distributed_session(config.train.device):
+            return run_experiment(config, data_dir, output_dir, console, data, resume, on_epoch=on_epoch)
+    ctx = current_context()
     started = time.perf_counter()
     if data is None:
-        data = load_data(config, data_dir)
+        data = ctx.main_first(lambda: load_data(config, data_dir))  # rank 0 fills the cache, the others read it
     if isinstance(data, TabularData):
-        return run_tabular(config, data, output_dir, console, resume)
+        return run_tabular(config, data, output_dir, console, resume, on_epoch=on_epoch)
     if resume is not None:
         raise ConfigError("--resume is available for tabular (CTR) runs; implicit-feedback runs are short enough to re-run")
     check_experiment(config, data)
+    console = console if ctx.is_main else None
     torch.manual_seed(config.seed)  # the initial weights are part of what the seed fixes
     model = build_model(config.model_name, data.schema, config.model)
     optimizer, lr = config.train.optimizer, config.train.lr
@@ -271,18 +298,23 @@ def run_experiment(
         if console:
             console.rule(f"fine-tuning NeuMF ({optimizer}, lr {lr})")
     trainer = Trainer(model, data, config.train, config.seed, optimizer=optimizer, lr=lr, console=console)
-    recorder = RunRecorder(output_dir, config)
-    trainer.recorder = recorder
+    trainer.on_epoch = on_epoch
+    recorder = ctx.on_main(lambda: RunRecorder(output_dir, config))  # rank 0 alone writes run files
+    trainer.recorder = recorder if ctx.is_main else None
     try:
-        fit: FitResult = trainer.fit()
+        with ctx.lost_rank_errors():
+            fit: FitResult = trainer.fit()
     except BaseException as exc:
-        _keep_or_remove_partial_run(recorder.path, exc)
+        if ctx.is_main:
+            _keep_or_remove_partial_run(recorder.path, exc)
         raise
-    _write_interactions(recorder.path, config, data, data_dir)
+    if ctx.is_main:
+        _write_interactions(recorder.path, config, data, data_dir)
     summary = {"model": config.model_name, "dataset": config.data.name, **fit.summary, **extra}
     if extra:
         summary["timings"]["total_with_pretraining_s"] = time.perf_counter() - started
-    recorder.write_summary(summary)  # the trainer's summary plus model, dataset and pre-training runs
+    if ctx.is_main:
+        recorder.write_summary(summary)  # the trainer's summary plus model, dataset and pre-training runs
     return RunResult(path=recorder.path, summary=summary, history=fit.history, model=model)
 
 

@@ -13,6 +13,7 @@ import os
 import time
 import warnings
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -23,12 +24,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from recforge.config import TrainConfig
-from recforge.data.batches import iterate_batches, take_rows
+from recforge.data.batches import Batch, iterate_batches, take_rows
+from recforge.data.held_out_sets import HeldOutSetsData, split_info
 from recforge.data.interactions import LeaveOneOutData
 from recforge.data.sampling import InteractionIndex, pointwise_examples
 from recforge.errors import ConfigError, TrainingError
-from recforge.evaluation.protocols import evaluate_full_ranking, evaluate_sampled
+from recforge.evaluation.protocols import evaluate_full_ranking, evaluate_held_out_split, evaluate_sampled
+from recforge.training.device_feed import to_device
+from recforge.training.distributed import current_context, rank_seed
 from recforge.training.optim import build_optimizer
+from recforge.training.precision import autocast
 from recforge.training.prefetch import EpochPrefetcher
 from recforge.training.records import RunRecorder
 from recforge.training.regularization import EmbeddingL2
@@ -59,12 +64,15 @@ class EpochExamples:
         labels: float32 [N, 1], 1 for a positive, 0 for a sampled negative.
         numpy_rng: ``bit_generator.state`` of the negative sampler's generator.
         order_rng: state of the torch generator that shuffles the examples.
+        rows: examples of the whole epoch (all ranks); under DDP ``pairs`` and ``labels`` hold
+            only this rank's part of each global batch, in training order.
     """
 
     pairs: torch.Tensor
     labels: torch.Tensor
     numpy_rng: dict[str, Any]
     order_rng: torch.Tensor
+    rows: int = 0
 
 
 def resolve_device(name: str) -> torch.device:
@@ -95,6 +103,12 @@ def trained_epochs(history: list[dict[str, Any]]) -> int:
     return sum(1 for r in history if r["epoch"] > 0)
 
 
+def _plain_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """The NCF epoch's global batches: ``batch_size`` rows each, the last one the remainder
+    (as :func:`recforge.data.batches.iterate_batches` cuts them)."""
+    return [(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
+
+
 def _prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
     return {f"{prefix}/{k}": v for k, v in metrics.items()}
 
@@ -111,7 +125,14 @@ class Trainer:
         optimizer: optimiser name (default ``config.optimizer``).
         lr: learning rate (default ``config.lr``).
         console: rich console for progress (None: silent).
+
+    Attributes:
+        on_epoch: called with each training epoch's record after it is logged (None: nothing);
+            ``recforge tune`` reports the validation metric to Optuna's pruner there and may
+            raise ``optuna.TrialPruned``, which ends the run like any other exception.
     """
+
+    on_epoch: Callable[[dict[str, Any]], None] | None = None
 
     def __init__(
         self,
@@ -130,23 +151,27 @@ class Trainer:
         self.seed = seed
         self.recorder = recorder
         self.console = console
-        self.device = resolve_device(config.device)
+        self.dist = current_context()  # data-parallel rank (the trivial one in a single process)
+        self.device = self.dist.place(resolve_device(config.device))
         self.optimizer_name = optimizer or config.optimizer
         self.lr = lr if lr is not None else config.lr
         self.monitor = config.resolved_monitor("implicit")
 
     # ------------------------------------------------------------------ evaluation
     def evaluate_split(self, split: str) -> dict[str, float]:
-        """Sampled leave-one-out metrics on ``valid`` or ``test``."""
+        """Sampled leave-one-out metrics on ``valid`` or ``test``; for several held-out items per
+        user (``last:N``, ``time:COL``) full-catalogue Recall/Precision/NDCG/MAP instead."""
         return self._rank_split(split)[0]
 
-    def _rank_split(self, split: str) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+    def _rank_split(self, split: str) -> tuple[dict[str, float], np.ndarray | None, np.ndarray | None]:
+        if isinstance(self.data, HeldOutSetsData):  # no sampled candidates: the whole catalogue, chunked
+            return evaluate_held_out_split(self.model, self.data, split, self.config.ks, self.device), None, None
         if split == "valid":
             users, candidates = self.data.valid_users, self.data.valid_candidates
         else:
             users, candidates = self.data.test_users, self.data.test_candidates
         try:
-            return evaluate_sampled(self.model, users, candidates, self.config.ks, self.device)
+            return evaluate_sampled(self.model, users, candidates, self.config.ks, self.device, shard=self.dist if self.dist.active else None)
         except ValueError as exc:
             raise TrainingError(f"cannot rank the {split} candidates: {exc} (the model's weights are not finite)") from None
 
@@ -154,14 +179,17 @@ class Trainer:
         """Full-catalogue test metrics, masking each user's training (and validation) items."""
         return self._rank_full()[0]
 
-    def _rank_full(self) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+    def _rank_full(self) -> tuple[dict[str, float], np.ndarray | None, np.ndarray | None]:
+        if isinstance(self.data, HeldOutSetsData):  # its test split is full-catalogue already
+            return self._rank_split("test")
         users, items = self.data.train_users, self.data.train_items
         if self.data.valid_users is not None:
             users = np.r_[users, self.data.valid_users]
             items = np.r_[items, self.data.valid_candidates[:, 0]]
         exclude = InteractionIndex(users, items, self.data.num_items)
         return evaluate_full_ranking(
-            self.model, self.data.test_users, self.data.test_candidates[:, 0], exclude, self.config.ks, self.device
+            self.model, self.data.test_users, self.data.test_candidates[:, 0], exclude, self.config.ks, self.device,
+            shard=self.dist if self.dist.active else None,
         )
 
     # ------------------------------------------------------------------ training
@@ -176,8 +204,8 @@ class Trainer:
         """
         cfg = self.config
         self.model.to(self.device)
-        torch.manual_seed(self.seed)
-        rng = np.random.default_rng([self.seed, 2])
+        torch.manual_seed(rank_seed(self.seed, self.dist.rank))
+        rng = np.random.default_rng([self.seed, 2])  # the same examples and order on every rank
         order = torch.Generator().manual_seed(self.seed)
         has_validation = self.data.valid_candidates is not None
         trainable = any(p.requires_grad for p in self.model.parameters())
@@ -192,15 +220,18 @@ class Trainer:
         else:
             epochs = cfg.epochs
         optimizer = build_optimizer(self.model, self.optimizer_name, self.lr, cfg.weight_decay) if trainable else None
+        self.net = self.dist.wrap(self.model, self.device)  # DDP under torchrun, else the model itself
         index = self.data.train_index()
 
         def draw() -> EpochExamples:
             # Runs on the prefetch thread, one epoch after the other: rng and order are its own.
             pairs, labels = pointwise_examples(self.data.train_users, self.data.train_items, index, cfg.num_negatives, rng)
             perm = torch.randperm(len(pairs), generator=order)
+            if self.dist.active:  # gather this rank's part of every global batch alone
+                perm = perm[self.dist.positions(_plain_bounds(len(pairs), cfg.batch_size))]
             return EpochExamples(
                 take_rows(torch.from_numpy(pairs), perm), take_rows(torch.from_numpy(labels), perm),
-                rng.bit_generator.state, order.get_state(),
+                rng.bit_generator.state, order.get_state(), len(pairs),
             )
 
         drawn = EpochExamples(torch.empty(0, 2, dtype=torch.int64), torch.empty(0, 1), rng.bit_generator.state, order.get_state())
@@ -223,7 +254,7 @@ class Trainer:
                 t0 = time.perf_counter()
                 drawn, _ = prefetcher.next()  # drawn during the previous epoch, except the first
                 t1 = time.perf_counter()
-                loss = self._train_epoch(epoch, epochs, drawn.pairs, drawn.labels, optimizer, progress)
+                loss = self._train_epoch(epoch, epochs, drawn.pairs, drawn.labels, optimizer, progress, drawn.rows)
                 t2 = time.perf_counter()
                 if not math.isfinite(loss):
                     raise TrainingError(
@@ -232,7 +263,7 @@ class Trainer:
                 record: dict[str, Any] = {"epoch": epoch, "train/loss": loss}
                 if has_validation:
                     record.update(_prefixed("valid", self.evaluate_split("valid")))
-                if cfg.report_best_test_epoch:
+                if cfg.report_best_test_epoch and cfg.score_test:
                     record.update(_prefixed("test_every_epoch", self.evaluate_split("test")))
                 t3 = time.perf_counter()
                 record.update({"seconds/sampling": t1 - t0, "seconds/train": t2 - t1, "seconds/eval": t3 - t2})
@@ -244,6 +275,8 @@ class Trainer:
                     self.recorder.log_epoch(record)
                 if self.console:
                     self._print_epoch(record)
+                if self.on_epoch is not None:
+                    self.on_epoch(record)
 
                 if has_validation:
                     value = record[self.monitor]
@@ -276,10 +309,11 @@ class Trainer:
         self.model.load_state_dict(best_state)
 
         t0 = time.perf_counter()
-        metrics, greater, ties = self._rank_split("test")
+        # train.score_test false (tuning trials): the test split stays sealed, nothing is scored
+        metrics, greater, ties = self._rank_split("test") if cfg.score_test else ({}, None, None)
         test = _prefixed("test", metrics)
         ranks = {"users": np.asarray(self.data.test_users, np.int64), "greater": greater, "ties": ties}
-        if cfg.full_ranking:
+        if cfg.full_ranking and greater is not None:
             metrics, ranks["full_greater"], ranks["full_ties"] = self._rank_full()
             test.update(_prefixed("test_full", metrics))
         timings["test_s"] = time.perf_counter() - t0
@@ -300,7 +334,10 @@ class Trainer:
                 "total_s": time.perf_counter() - started,
             },
             "train_examples_per_epoch": int(self.data.num_train * (1 + cfg.num_negatives)),
+            **self.dist.describe(cfg.batch_size),
         }
+        if isinstance(self.data, HeldOutSetsData):
+            summary["split"] = split_info(self.data)  # the rule, and the users it left out or cut short
         hr_key = f"test_every_epoch/hit_rate@{cfg.ks[0]}"
         peeks = [r for r in history if hr_key in r]
         if peeks:
@@ -312,7 +349,8 @@ class Trainer:
                 **{k.split("/", 1)[1]: v for k, v in peak.items() if k.startswith("test_every_epoch/")},
             }
         if self.recorder:
-            self.recorder.write_arrays("test_ranks.npz", **ranks)
+            if greater is not None:  # per-user ranks of one held-out item (paired comparisons)
+                self.recorder.write_arrays("test_ranks.npz", **ranks)
             self.recorder.write_summary(summary)
         return FitResult(summary=summary, history=history)
 
@@ -324,15 +362,19 @@ class Trainer:
         labels: torch.Tensor,
         optimizer: torch.optim.Optimizer,
         progress: Progress,
+        rows: int = 0,
     ) -> float:
+        if self.dist.active:
+            return self._train_part_epoch(epoch, epochs, pairs, labels, optimizer, progress, rows)
         self.model.train()
         n_batches = math.ceil(len(pairs) / self.config.batch_size)
         task = progress.add_task(f"epoch {epoch}/{epochs}", total=n_batches)
         total = torch.zeros((), dtype=torch.float64, device=self.device)
         with EmbeddingL2(self.model, self.config.embedding_l2) as regulariser:
-            for step, batch in enumerate(iterate_batches(pairs, labels, self.config.batch_size, shuffle=False), start=1):
-                batch = batch.to(self.device)
-                logits = self.model(batch)
+            batches = to_device(iterate_batches(pairs, labels, self.config.batch_size, shuffle=False), self.device)
+            for step, batch in enumerate(batches, start=1):
+                with autocast(self.device, self.config.precision):  # train.precision bf16: the forward pass only
+                    logits = self.model(batch).float()
                 loss = F.binary_cross_entropy_with_logits(logits, batch.labels[:, 0])
                 optimizer.zero_grad(set_to_none=True)
                 (loss + regulariser.penalty() if regulariser.active else loss).backward()
@@ -342,6 +384,55 @@ class Trainer:
                     progress.update(task, completed=step)
         progress.update(task, completed=n_batches, visible=False)
         return float(total.item()) / len(pairs)
+
+    def _train_part_epoch(
+        self,
+        epoch: int,
+        epochs: int,
+        pairs: torch.Tensor,
+        labels: torch.Tensor,
+        optimizer: torch.optim.Optimizer,
+        progress: Progress,
+        rows: int,
+    ) -> float:
+        """One DDP epoch over this rank's part of each global batch of the epoch's ``rows`` examples.
+
+        Each rank's loss is W x (BCE summed over its part) / (rows of the global batch), so DDP's
+        average of the rank gradients (Li et al. 2020) is the gradient of the single-process mean
+        BCE of the global batch, also for unequal or empty parts; the embedding penalty
+        (lambda / B_r x the part's rows) is scaled by W x B_r / B likewise.
+
+        Returns:
+            The epoch's mean training BCE over all ranks' examples (all-reduced).
+        """
+        self.net.train()
+        world = self.dist.world_size
+        bounds = _plain_bounds(rows, self.config.batch_size)
+        task = progress.add_task(f"epoch {epoch}/{epochs}", total=len(bounds))
+        total = torch.zeros((), dtype=torch.float64, device=self.device)
+        offset = 0
+        with EmbeddingL2(self.model, self.config.embedding_l2) as regulariser:
+            for step, (start, end) in enumerate(bounds, start=1):
+                mine = self.dist.part(end - start)  # this rank's rows of the global batch
+                part = slice(offset, offset + mine.stop - mine.start)
+                offset = part.stop
+                batch = Batch(sparse_features=pairs[part], labels=labels[part]).to(self.device)
+                logits = self.net(batch)
+                summed = F.binary_cross_entropy_with_logits(logits, batch.labels[:, 0], reduction="sum")
+                loss = summed * (world / (end - start))
+                objective = loss
+                if regulariser.active:
+                    penalty = regulariser.penalty()  # always taken: it also forgets this step's rows
+                    if len(batch):
+                        objective = loss + penalty * (world * len(batch) / (end - start))
+                optimizer.zero_grad(set_to_none=True)
+                objective.backward()
+                optimizer.step()
+                total.add_(summed.detach())
+                if step % PROGRESS_EVERY == 0:
+                    progress.update(task, completed=step)
+        progress.update(task, completed=len(bounds), visible=False)
+        return float(self.dist.all_reduce_sum(total).item()) / max(rows, 1)
 
     def _checkpoint(self, epoch: int, optimizer: torch.optim.Optimizer | None, drawn: EpochExamples) -> None:
         assert self.recorder is not None
