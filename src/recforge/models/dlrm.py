@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from recforge.data.batches import Batch
 from recforge.data.schema import Schema
+from recforge.errors import ConfigError
 from recforge.layers.embedding import EmbeddingCollection
 from recforge.layers.interaction import DotInteraction
 from recforge.layers.mlp import MLP
@@ -38,6 +39,9 @@ class DLRMConfig:
         layout: ``per_field`` or ``fused`` embedding tables.
         mlp_init: ``xavier_uniform`` (Glorot; the reference implementation draws MLP weights from
             N(0, 2 / (fan_in + fan_out)), the same scale) or ``default`` (PyTorch's Kaiming-uniform).
+        embedding_backend: ``native`` (recforge's tables) or ``torchrec`` (a TorchRec
+            EmbeddingBagCollection that TorchRec's planner can shard; needs ``recforge[torchrec]``
+            with an fbgemm-gpu build matching torch; per_field layout only).
     """
 
     embedding_dim: int = 16
@@ -46,9 +50,14 @@ class DLRMConfig:
     init_std: float = 1e-4
     layout: str = "per_field"
     mlp_init: str = "xavier_uniform"
+    embedding_backend: str = "native"
 
     def __post_init__(self) -> None:
         check_ctr_config("dlrm", self.embedding_dim, (*self.dense_arch, *self.over_arch), 0.0, self.layout, self.init_std, mlp_init=self.mlp_init)
+        if self.embedding_backend not in ("native", "torchrec"):
+            raise ConfigError(f"model.embedding_backend must be native or torchrec, got {self.embedding_backend!r}")
+        if self.embedding_backend == "torchrec" and self.layout != "per_field":
+            raise ConfigError("model.embedding_backend torchrec needs model.layout per_field (TorchRec fuses tables itself)")
 
 
 @register_model("dlrm", DLRMConfig)
@@ -58,7 +67,12 @@ class DLRM(nn.Module):
     def __init__(self, schema: Schema, config: DLRMConfig):
         super().__init__()
         d = config.embedding_dim
-        self.embeddings = EmbeddingCollection(schema, schema.embedded(), d, config.layout, config.init_std)
+        if config.embedding_backend == "torchrec":
+            from recforge.layers.torchrec_tables import TorchRecEmbeddingCollection  # optional dependency
+
+            self.embeddings = TorchRecEmbeddingCollection(schema, schema.embedded(), d, config.init_std)
+        else:
+            self.embeddings = EmbeddingCollection(schema, schema.embedded(), d, config.layout, config.init_std)
         self.dense_arch = MLP(len(schema.dense), (*config.dense_arch, d), "relu", init=config.mlp_init) if schema.dense else None
         f = self.embeddings.num_features
         self.interaction = DotInteraction(f, with_dense=self.dense_arch is not None)
