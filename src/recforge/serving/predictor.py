@@ -29,6 +29,7 @@ Shape letters: N rows, T tasks.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -38,16 +39,18 @@ import pyarrow.compute as pc
 import torch
 from torch import nn
 
-from recforge.data.preprocessing import EncodedColumns, Preprocessor
+from recforge.data.preprocessing import FIRST_ID, OOV_ID, PADDING_ID, EncodedColumns, Preprocessor, Vocabulary
 from recforge.data.schema import FeatureSpec
 from recforge.data.tabular import TensorColumns
 from recforge.errors import ConfigError, DataError
-from recforge.evaluation.protocols import score_rows
+from recforge.evaluation.protocols import score_rows, task_logits
 from recforge.models.registry import build_model
 from recforge.training.records import load_checkpoint, load_model_weights, load_run_config
 
 HISTORY_SEPARATOR = "|"
 PROBABILITY_PREFIX = "p_"
+#: at most this many keys of one column are looked up in a Python dict (see :class:`_RequestVocabulary`)
+REQUEST_KEYS = 1024
 #: models that score (user, item) id pairs: served by ``recforge recommend``, not by this module
 PAIR_MODELS = ("itempop", "mf", "gmf", "mlp", "neumf")
 
@@ -97,7 +100,7 @@ class Predictor:
         if batch_size < 1:
             raise ConfigError(f"batch size must be >= 1, got {batch_size}")
         self.model = model.to(device).eval()
-        self.preprocessor = preprocessor
+        self.preprocessor = _with_request_lookups(preprocessor)
         self.schema = preprocessor.schema
         self.tasks: tuple[str, ...] = tuple(self.schema.labels)
         self.batch_size = batch_size
@@ -155,6 +158,13 @@ class Predictor:
             raise ConfigError(f"{bundle_dir} is a bundle of a (user, item) pair model: it recommends items, it does not score feature rows")
         return loaded
 
+    def prepare_lookups(self) -> None:
+        """Build the per-request vocabulary lookups now (a server calls it at start-up, so its
+        first request is not the one that pays for them: about 0.3 s per million known values)."""
+        for vocabulary in self.preprocessor.vocabularies.values():
+            if isinstance(vocabulary, _RequestVocabulary):
+                vocabulary.prepare()
+
     # ------------------------------------------------------------------ columns
     @property
     def feature_columns(self) -> tuple[str, ...]:
@@ -173,7 +183,9 @@ class Predictor:
     def column_types(self) -> dict[str, pa.DataType]:
         """Types to read the feature columns of a CSV as: categories (and histories) as strings,
         so a column that looks numeric in the first block does not fail on a later one; numbers
-        (dense and bucketized features) as float64."""
+        (dense and bucketized features) as float64. (``recforge predict`` reads with
+        :func:`recforge.serving.row_files.input_types` instead, which keeps the input's types
+        for the pass-through and encodes the same.)"""
         types: dict[str, pa.DataType] = {}
         for spec in self.schema.features:
             numeric = spec.kind == "dense" or spec.bucketize is not None
@@ -198,8 +210,11 @@ class Predictor:
                     )
 
     # ------------------------------------------------------------------ scoring
-    def encode(self, rows: Any, where: str = "") -> EncodedColumns:
+    def encode(self, rows: Any, where: str = "", first_row: int = 0) -> EncodedColumns:
         """Model-ready columns of ``rows`` (see :meth:`Preprocessor.transform` for shapes).
+
+        ``first_row``: rows of the same file before these (a streamed chunk), so an error's
+        data row counts from the file's first row.
 
         Raises:
             DataError: a missing feature column (naming it and its feature), or a value the
@@ -213,12 +228,21 @@ class Predictor:
         # Labels are not inputs: missing labels (NaN) satisfy the preprocessor's label columns.
         nulls = pa.nulls(table.num_rows, pa.float64())
         columns.update({label: nulls for label in self.tasks if label not in columns})
-        return self.preprocessor.transform(pa.table(columns), where)
+        return self.preprocessor.transform(_ColumnView(pa.table(columns)), where, first_row)  # type: ignore[arg-type]
 
     def logits(self, rows: Any, where: str = "") -> np.ndarray:
         """Logits float64 [N, T] of ``rows``, in row order and task order."""
-        encoded = self.encode(rows, where)
+        return self.encoded_logits(self.encode(rows, where))
+
+    def encoded_logits(self, encoded: EncodedColumns) -> np.ndarray:
+        """Logits float64 [N, T] of rows already encoded by :meth:`encode` (a pipeline encodes
+        the next chunk while this one is scored)."""
         with torch.inference_mode():
+            if 0 < len(encoded) <= self.batch_size and not self.model.training:
+                # One forward pass, as score_rows makes it, without its eval() / train() toggle: that
+                # walks every module (~1 ms for DeepFM), more than a one-row request's forward pass.
+                batch = TensorColumns(encoded).batch(0, len(encoded)).to(self.device)
+                return task_logits(self.model(batch), self.tasks).double().cpu().numpy()
             return score_rows(self.model, TensorColumns(encoded), self.tasks, self.batch_size, self.device)
 
     def predict(self, rows: Any, where: str = "") -> dict[str, np.ndarray]:
@@ -255,3 +279,50 @@ def _history(column: pa.ChunkedArray, spec: FeatureSpec) -> pa.ChunkedArray | pa
     if spec.separator is None and (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
         return pc.split_pattern(column, HISTORY_SEPARATOR)
     return column
+
+
+class _RequestVocabulary(Vocabulary):
+    """A :class:`Vocabulary` that looks a few keys up in a Python dict built on first use.
+
+    ``Vocabulary.encode`` (``pc.index_in``) builds a hash table of the whole vocabulary on every
+    call: right for a 100,000-row chunk, but for a one-row HTTP request it was most of the time
+    (26 Criteo columns x a table build each). Up to :data:`REQUEST_KEYS` keys go through the
+    dict instead: the same ids (known value -> its id, unknown -> OOV 1, null -> 0); more keys,
+    the Arrow path.
+    """
+
+    _lookup: dict[str, int] | None = None
+
+    def encode(self, keys: pa.Array) -> np.ndarray:
+        if len(keys) > REQUEST_KEYS:
+            return super().encode(keys)
+        lookup = self._lookup
+        if lookup is None:  # two threads may both build it; either result is the same
+            lookup = self._lookup = {value: i for i, value in enumerate(self.array.to_pylist(), FIRST_ID)}
+        return np.array([PADDING_ID if k is None else lookup.get(k, OOV_ID) for k in keys.to_pylist()], np.int64)
+
+    def prepare(self) -> None:
+        """Build the dict now (a server does it at start-up, not in its first request)."""
+        self.encode(pa.array([], pa.string()))
+
+
+def _with_request_lookups(preprocessor: Preprocessor) -> Preprocessor:
+    """A shallow copy of ``preprocessor`` whose vocabularies are :class:`_RequestVocabulary` (the caller's is untouched)."""
+    prepared = copy.copy(preprocessor)
+    prepared.vocabularies = {name: _RequestVocabulary(v.array) for name, v in preprocessor.vocabularies.items()}
+    return prepared
+
+
+class _ColumnView:
+    """What :meth:`Preprocessor.transform` reads of a table (``column_names``, ``column(name)``,
+    ``num_rows``), with the names listed once: ``pa.Table.column_names`` rebuilds its list on
+    every access (~30 us for 40 columns) and transform reads it for every feature."""
+
+    def __init__(self, table: pa.Table):
+        self.table = table
+        self.column_names = table.column_names
+        self.num_rows = table.num_rows
+        self._index = {name: i for i, name in enumerate(self.column_names)}
+
+    def column(self, name: str) -> pa.ChunkedArray:
+        return self.table.column(self._index[name])
