@@ -6,6 +6,7 @@ Exit codes: 0 success, 2 user error (one clear line on stderr, no traceback), 1 
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -310,6 +311,7 @@ def train(
     schema: Annotated[Optional[Path], typer.Option("--schema", help="YAML feature schema for a tabular dataset.")] = None,
     tasks: Annotated[Optional[str], typer.Option("--tasks", help="Comma-separated label columns to learn together (multi-task).")] = None,
     resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue a CTR / sequence run directory from its last epoch (give --epochs; --device, --threads and --data-dir may be given too).")] = None,
+    nproc: Annotated[Optional[int], typer.Option("--nproc", help="Train on N local processes (DDP via torchrun: gloo on CPU, NCCL on CUDA); --batch-size stays the global batch, each process takes 1/N of it.")] = None,
     encoded: Annotated[Optional[Path], typer.Option("--encoded", help="Criteo-format datasets: train on a folder written by `data prepare NAME --input FILE --output DIR`.")] = None,
     data: Annotated[Optional[list[Path]], typer.Option("--data", rich_help_panel=OWN_DATA, help="Own data file(s) instead of --dataset: CSV/TSV (.gz) or Parquet; repeat for several files.")] = None,
     user_col: Annotated[Optional[str], typer.Option("--user-col", rich_help_panel=OWN_DATA, help="Interaction log: the user id column (with --item-col).")] = None,
@@ -319,7 +321,7 @@ def train(
     columns: Annotated[Optional[str], typer.Option("--columns", rich_help_panel=OWN_DATA, help="Comma-separated names of the fields of a headerless file, e.g. user,item,rating,time.")] = None,
     sep: Annotated[Optional[str], typer.Option("--sep", rich_help_panel=OWN_DATA, help="Field separator of CSV/TSV files ('\\t' for tab; default: tab for .tsv, else comma).")] = None,
     label: Annotated[Optional[str], typer.Option("--label", rich_help_panel=OWN_DATA, help="Own CTR table (--data): its label column(s), comma-separated; 0/1, true/false or see --positive.")] = None,
-    split: Annotated[Optional[str], typer.Option("--split", rich_help_panel=OWN_DATA, help="Own table: 'random' (seeded stratified 0.8/0.1/0.1, default) or 'time:COL' (cut at COL's 80 %/90 % quantiles).")] = None,
+    split: Annotated[Optional[str], typer.Option("--split", rich_help_panel=OWN_DATA, help="Own table: 'random' (seeded stratified 0.8/0.1/0.1, default) or 'time:COL' (cut at COL's 80 %/90 % quantiles). Interaction log (NCF/MF/ItemPop): 'leave-one-out' (default), 'last:N' (each user's latest N events) or 'time:COL' (global cut); the last two report recall/precision/ndcg/map@K over the full catalogue.")] = None,
     valid_data: Annotated[Optional[list[Path]], typer.Option("--valid-data", rich_help_panel=OWN_DATA, help="Own table: your validation file(s).")] = None,
     test_data: Annotated[Optional[list[Path]], typer.Option("--test-data", rich_help_panel=OWN_DATA, help="Own table: your test file(s).")] = None,
     positive: Annotated[Optional[str], typer.Option("--positive", rich_help_panel=OWN_DATA, help="Own table: the label value that means 1 (every other value is 0).")] = None,
@@ -365,6 +367,7 @@ def train(
         "data.sequence": _names(sequence),
     }
     from recforge.api import run_training, train_config
+    from recforge.cli.launch import launch_train
 
     where = f"config {config}" if config else "--set model.name"
     merged = apply_overrides(raw, list(set_ or []), {k: v for k, v in cli_values.items() if v is not None})
@@ -374,6 +377,7 @@ def train(
         raise ConfigError("--dataset is required (see `recforge data list`), or --data FILE, or a --config file naming data.name")
     if resume is None:
         _check_output_path(output_dir, "--output-dir", "run directory")
+    launch_train(nproc, threads)  # --nproc N: re-run under torchrun (does not return)
     _set_threads(threads, (model,), quiet)
     result = run_training(
         resolved, data_dir=data_dir, output_dir=output_dir, console=None if quiet else console, resume=resume,
@@ -393,14 +397,18 @@ def _names(text: Optional[str]) -> Optional[list[str]]:
 def _show_own_table(config: Any, schema: Any, source: Any, data: Any, quiet: bool) -> None:
     """Print an own table's inferred schema (unless declared or ``quiet``) and its imputed values."""
     if not quiet and not config.data.schema:
-        console.print(schema_table(schema, source.report))
+        leaks = {m.group(1) for m in (re.search(r"feature '([^']+)' alone separates", w) for w in data.info.get("leakage_warnings", [])) if m}
+        console.print(schema_table(schema, source.report, leaks))
     for name, count in data.info.get("imputed", {}).items():
         console.print(f"note: {count} missing value(s) of dense feature {name!r} imputed (0 after the transform: the training mean for standardize)")
 
 
-def schema_table(schema: Any, report: Any = ()) -> Table:
-    """The short table of a schema: feature, kind, settings, and why (the inference rule)."""
+def schema_table(schema: Any, report: Any = (), leaks: Any = ()) -> Table:
+    """The short table of a schema: feature, kind, settings, and why (the inference rule); a
+    feature in ``leaks`` (one that alone separates a label, see :mod:`recforge.data.leakage`) is flagged."""
     why = {r.name: r.detail for r in report}
+    for name in leaks:
+        why[name] = f"LABEL LEAK? alone separates the label (see the warning); {why.get(name, '')}".rstrip("; ")
     table = Table("feature", "kind", "settings", "why", title="inferred schema" if report else "schema")
     for entry in schema.to_dict()["features"]:
         settings = ", ".join(f"{k}: {v}" for k, v in entry.items() if k not in ("name", "kind"))
@@ -525,7 +533,7 @@ def predict(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from recforge.serving.predictor import Predictor
-    from recforge.serving.row_files import check_input, check_output_format, iter_row_chunks, write_row_chunks
+    from recforge.serving.row_files import check_input, check_output_format, predict_file
     from recforge.training.records import load_run_config
 
     if batch_rows < 1:
@@ -539,23 +547,16 @@ def predict(
         _set_threads(threads, (load_run_config(run).model_name,), quiet=True)
     predictor = Predictor.from_run(run)
     started = time.perf_counter()
-    done = 0
-
-    def scored(bar: Progress, task: Any) -> Any:
-        nonlocal done
-        for chunk in iter_row_chunks(input, batch_rows, column_types=predictor.column_types()):
-            if done == 0:
-                predictor.check_columns(chunk.column_names, str(input))
-            where = f"{input} (rows {done + 1}-{done + chunk.num_rows})"
-            yield predictor.score_with_passthrough(chunk, where)
-            done += chunk.num_rows
-            rate = done / max(time.perf_counter() - started, 1e-9)
-            bar.update(task, completed=done, rate=f"{done:,} rows, {rate:,.0f} rows/s")
 
     columns = (TextColumn("scoring {task.fields[rate]}"), BarColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, disable=quiet, transient=True) as bar:
         task = bar.add_task("scoring", total=None, rate="")
-        write_row_chunks(output, scored(bar, task))
+
+        def progress(rows: int) -> None:
+            rate = rows / max(time.perf_counter() - started, 1e-9)
+            bar.update(task, completed=rows, rate=f"{rows:,} rows, {rate:,.0f} rows/s")
+
+        done = predict_file(predictor, input, output, batch_rows, on_chunk=progress)
     seconds = time.perf_counter() - started
     if not quiet:
         console.print(
@@ -781,6 +782,15 @@ def summary_table(summary: dict[str, Any]) -> Table:
 
 def _show_warning(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
     console.print(f"[yellow]warning:[/yellow] {escape(str(message))}", highlight=False)
+
+
+from recforge.cli.tune import tune as _tune  # noqa: E402 - the command lives in its own file
+
+app.command("tune")(user_errors(_tune))
+
+from recforge.cli.serve import serve as _serve  # noqa: E402 - the command lives in its own file
+
+app.command("serve")(user_errors(_serve))
 
 
 def main() -> None:
