@@ -121,7 +121,7 @@ def test_positive_value_declares_the_label_and_the_cache_sees_the_split(tmp_path
     label = np.where(np.asarray(table.column("clicked")) == 1, "buy", "skip")
     table = table.set_column(table.column_names.index("clicked"), "clicked", pa.array(label))
     path = _csv(tmp_path / "t.csv", table)
-    with pytest.raises(DataError, match=r"t.csv, line 2: label column 'clicked' must hold 0/1 \(or true/false\), found '(buy|skip)' at row 1"):
+    with pytest.raises(DataError, match=r"t.csv, line 2: label column 'clicked' must hold 0/1 \(or true/false\), found '(buy|skip)'; declare"):
         TableSource([path], ["clicked"]).load()  # the file's line 2
     data = TableSource([path], ["clicked"], positive="buy").load(seed=0)
     total = sum(data.info["rows"].values())

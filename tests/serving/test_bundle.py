@@ -210,3 +210,13 @@ def test_export_of_a_trained_run_checks_parity_on_its_test_split(shared_data, tm
     record = manifest["parity"]["onnx"]
     assert record["rows"] == "1024 rows of the uci-adult test split" and record["max_abs_diff_all"] <= 1e-5
     assert set(record["max_abs_diff"]) == {"1", "7", "1024"}
+
+
+def test_a_bundle_given_where_a_run_directory_is_expected_says_so(tmp_path):
+    """`recforge predict BUNDLE` said 'has no checkpoint.pt (the run did not finish an epoch)'."""
+    from recforge.errors import ConfigError
+    from recforge.training.records import load_checkpoint
+
+    (tmp_path / "manifest.json").write_text("{}")
+    with pytest.raises(ConfigError, match="is a model bundle .*recforge serve"):
+        load_checkpoint(tmp_path)

@@ -214,3 +214,33 @@ def test_din_graphs_take_another_history_length(din_bundle, score_rows_table):
     for fmt in COMPILED:
         runtime = load_runtime(fmt, bundle / read_manifest(bundle)["graphs"][fmt]["file"], signature)
         np.testing.assert_allclose(runtime(signature.arrays(short)), expected, rtol=0, atol=1e-5)
+
+
+def test_features_named_like_numbers_export_to_onnx_under_identifier_names(tmp_path):
+    """Own tables often have columns named ``206`` or ``user-id`` (the Ali-CCP sample of the README),
+    which the ONNX exporter refuses as tensor names: the graph uses ``f_206`` / ``f_user_id`` and
+    the manifest lists both names (a newcomer's export failed with "Invalid name: '206'")."""
+    rng = np.random.default_rng(0)
+    table = pa.table({
+        "206": pa.array([f"a{i}" for i in rng.integers(0, 30, 400)]),
+        "user-id": pa.array([f"u{i}" for i in rng.integers(0, 50, 400)]),
+        "3": pa.array(rng.gamma(2.0, 3.0, 400)),
+        "click": pa.array((rng.random(400) < 0.3).astype(np.float64)),
+    })
+    schema = Schema(features=(FeatureSpec("206"), FeatureSpec("user-id"), FeatureSpec("3", "dense", transform="standardize")), labels=("click",))
+    preprocessor = Preprocessor(schema).fit(table)
+    config = ExperimentConfig(model_name="deepfm", model=get_model_entry("deepfm").config_cls())
+    torch.manual_seed(0)
+    model = build_model("deepfm", preprocessor.schema, config.model)
+    randomize(model, 0)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    preprocessor.save(run / "preprocessing.json")
+    torch.save({"model": model.state_dict()}, run / "checkpoint.pt")
+    manifest = export_bundle(run, tmp_path / "bundle", ("torchscript", "onnx"), rows=table)
+    assert [(i["name"], i["feature"]) for i in manifest["signature"]["inputs"]] == [("f_206", "206"), ("f_user_id", "user-id"), ("f_3", "3")]
+    assert manifest["parity"]["onnx"]["max_abs_diff_all"] <= 1e-5
+    rows = table.drop(["click"]).slice(0, 9)
+    np.testing.assert_allclose(load_bundle(tmp_path / "bundle", backend="onnx").predict(rows)["click"],
+                               Predictor.from_run(run).predict(rows)["click"], rtol=0, atol=1e-5)

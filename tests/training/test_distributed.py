@@ -372,6 +372,7 @@ def test_nproc_reruns_the_command_under_torchrun(monkeypatch):
     monkeypatch.setattr(launch.os, "execve", lambda path, args, env: calls.append((path, args, env)))
     monkeypatch.delenv("RECFORGE_THREADS", raising=False)
     monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setattr("recforge.training.threads.available_cpus", lambda: 2)
     argv = ["recforge", "train", "deepfm", "--dataset", "uci-adult", "--nproc", "2", "--epochs=3", "--nproc=2"]
     launch.launch_train(2, None, argv)
     (path, args, env), = calls
@@ -386,6 +387,19 @@ def test_nproc_reruns_the_command_under_torchrun(monkeypatch):
         launch.launch_train(2, None, argv)
     with pytest.raises(ConfigError, match="--nproc must be >= 1"):
         launch.launch_train(0, None, argv)
+
+
+def test_nproc_beyond_the_cpus_or_gpus_is_refused_before_starting_anything(monkeypatch):
+    from recforge.cli import launch
+
+    monkeypatch.setattr(launch.os, "execve", lambda *a: pytest.fail("torchrun must not start"))
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setattr("recforge.training.threads.available_cpus", lambda: 2)
+    with pytest.raises(ConfigError, match=r"--nproc 99 is more than the 2 CPU\(s\)"):  # a newcomer's --nproc 99 started 99 processes
+        launch.launch_train(99, None, ["recforge", "train", "deepfm", "--nproc", "99"])
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    with pytest.raises(ConfigError, match="needs 2 GPUs .* this machine has 0"):
+        launch.launch_train(2, None, ["recforge", "train", "deepfm", "--nproc", "2"], device="cuda")
 
 
 def test_python_dash_m_recforge_is_the_cli(monkeypatch, capsys):
@@ -440,3 +454,27 @@ def _rank_pid(root: int, rank: int) -> int | None:
             return pid
         stack.extend(int(c) for c in children)
     return None
+
+
+def test_resume_on_another_process_count_or_of_an_ncf_run_is_refused_before_torchrun(tmp_path):
+    """A newcomer's `--resume RUN --nproc 2` of a 1-process run started torchrun, whose two ranks
+    each failed with a traceback; it is now one line before anything starts."""
+    import yaml
+
+    from recforge.cli.launch import check_resume
+    from recforge.config import ExperimentConfig
+    from recforge.models import get_model_entry
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump(ExperimentConfig(model_name="deepfm", model=get_model_entry("deepfm").config_cls()).to_dict()))
+    torch.save({"epoch": 1}, run / "last.pt")  # a 1-process run: no world_size recorded
+    check_resume(run, None)
+    check_resume(run, 1)
+    with pytest.raises(ConfigError, match="trained on 1 process.* cannot be resumed on 2: give --nproc 1"):
+        check_resume(run, 2)
+    torch.save({"epoch": 1, "world_size": 2}, run / "last.pt")
+    check_resume(run, 2)
+    (run / "config.yaml").write_text(yaml.safe_dump(ExperimentConfig(model_name="gmf", model=get_model_entry("gmf").config_cls()).to_dict()))
+    with pytest.raises(ConfigError, match="--resume is available for tabular"):
+        check_resume(run, 2)

@@ -74,3 +74,10 @@ def test_bad_space_files_name_the_parameter(tmp_path, model, text, message):
     with pytest.raises(ConfigError, match=message) as caught:
         load_space(path, model)
     assert str(path) in str(caught.value)
+
+
+def test_an_in_memory_storage_warns_that_the_study_cannot_be_resumed():
+    from recforge.tuning.study import open_storage
+
+    with pytest.warns(UserWarning, match="in-memory SQLite database"):
+        open_storage("sqlite:///")

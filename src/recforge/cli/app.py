@@ -367,7 +367,7 @@ def train(
         "data.sequence": _names(sequence),
     }
     from recforge.api import run_training, train_config
-    from recforge.cli.launch import launch_train
+    from recforge.cli.launch import check_resume, launch_train
 
     where = f"config {config}" if config else "--set model.name"
     merged = apply_overrides(raw, list(set_ or []), {k: v for k, v in cli_values.items() if v is not None})
@@ -377,7 +377,9 @@ def train(
         raise ConfigError("--dataset is required (see `recforge data list`), or --data FILE, or a --config file naming data.name")
     if resume is None:
         _check_output_path(output_dir, "--output-dir", "run directory")
-    launch_train(nproc, threads)  # --nproc N: re-run under torchrun (does not return)
+    if resume is not None:
+        check_resume(resume, nproc)  # before torchrun starts N processes that would each fail
+    launch_train(nproc, threads, device=resolved.train.device)  # --nproc N: re-run under torchrun (does not return)
     _set_threads(threads, (model,), quiet)
     result = run_training(
         resolved, data_dir=data_dir, output_dir=output_dir, console=None if quiet else console, resume=resume,

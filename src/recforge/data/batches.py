@@ -6,7 +6,7 @@ Batches are contiguous slices of arrays permuted once per epoch, never a per-row
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -67,29 +67,25 @@ class Batch:
         """Every tensor of the batch (features, lengths, labels)."""
         return [self.sparse_features, self.labels, self.dense_features, *self.sequence_features.values(), *self.sequence_lengths.values()]
 
+    def map(self, fn: Callable[[Tensor], Tensor]) -> "Batch":
+        """A batch of ``fn(tensor)`` for every tensor of this one (features, lengths, labels)."""
+        return Batch(
+            sparse_features=fn(self.sparse_features),
+            labels=fn(self.labels),
+            dense_features=fn(self.dense_features),
+            sequence_features={k: fn(v) for k, v in self.sequence_features.items()},
+            sequence_lengths={k: fn(v) for k, v in self.sequence_lengths.items()},
+        )
+
     def pin_memory(self) -> "Batch":
         """The batch in page-locked host memory, for asynchronous copies to a GPU (needs CUDA)."""
-        pin = lambda t: t.pin_memory()  # noqa: E731
-        return Batch(
-            sparse_features=pin(self.sparse_features),
-            labels=pin(self.labels),
-            dense_features=pin(self.dense_features),
-            sequence_features={k: pin(v) for k, v in self.sequence_features.items()},
-            sequence_lengths={k: pin(v) for k, v in self.sequence_lengths.items()},
-        )
+        return self.map(lambda t: t.pin_memory())
 
     def to(self, device: torch.device | str) -> "Batch":
         """Return the batch on ``device`` (non-blocking where possible)."""
         if torch.device(device).type == "cpu" and self.sparse_features.device.type == "cpu":
             return self
-        move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
-        return Batch(
-            sparse_features=move(self.sparse_features),
-            labels=move(self.labels),
-            dense_features=move(self.dense_features),
-            sequence_features={k: move(v) for k, v in self.sequence_features.items()},
-            sequence_lengths={k: move(v) for k, v in self.sequence_lengths.items()},
-        )
+        return self.map(lambda t: t.to(device, non_blocking=True))
 
 
 def iterate_batches(

@@ -26,6 +26,7 @@ Shape letters: B batch, L sequence length, T tasks.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +44,16 @@ from recforge.serving.predictor import probability_column
 LENGTH_SUFFIX = "_length"
 BATCH_AXIS = "batch"
 _DTYPES = {"int64": (np.int64, torch.int64), "float32": (np.float32, torch.float32)}
+
+
+def tensor_name(feature: str) -> str:
+    """The graph tensor name of a feature: the feature's own name when it is an identifier
+    (``[A-Za-z_][A-Za-z0-9_]*``), else ``f_`` + the name with every other character as ``_``
+    (own tables often have columns named ``206`` or ``user-id``, which the ONNX exporter
+    refuses as names). The manifest's signature lists both, ``name`` and ``feature``."""
+    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", feature):
+        return feature
+    return "f_" + re.sub(r"[^A-Za-z0-9_]", "_", feature)
 
 
 @dataclass(frozen=True)
@@ -106,12 +117,12 @@ class GraphSignature:
         Raises:
             ConfigError: if two inputs would get one name (a feature named ``<sequence>_length``).
         """
-        inputs = [GraphInput(s.name, s.name, "sparse", "int64") for s in schema.sparse]
-        inputs += [GraphInput(s.name, s.name, "dense", "float32") for s in schema.dense]
+        inputs = [GraphInput(tensor_name(s.name), s.name, "sparse", "int64") for s in schema.sparse]
+        inputs += [GraphInput(tensor_name(s.name), s.name, "dense", "float32") for s in schema.dense]
         for s in schema.sequence:
             inputs += [
-                GraphInput(s.name, s.name, "sequence", "int64", int(max_lengths[s.name])),
-                GraphInput(s.name + LENGTH_SUFFIX, s.name, "length", "int64"),
+                GraphInput(tensor_name(s.name), s.name, "sequence", "int64", int(max_lengths[s.name])),
+                GraphInput(tensor_name(s.name) + LENGTH_SUFFIX, s.name, "length", "int64"),
             ]
         names = [i.name for i in inputs] + [probability_column(t) for t in schema.labels]
         clash = sorted({n for n in names if names.count(n) > 1})

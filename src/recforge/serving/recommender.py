@@ -343,7 +343,7 @@ def _as_array(users: Any) -> pa.Array:
     values = users.to_numpy() if hasattr(users, "to_numpy") and not isinstance(users, np.ndarray) else users
     try:
         return pa.array(values) if isinstance(values, np.ndarray) else pa.array(list(values))
-    except (pa.ArrowException, TypeError, ValueError):
+    except (pa.ArrowException, TypeError, ValueError, OverflowError):  # OverflowError: an int beyond int64
         return pa.array([None if v is None else str(v) for v in values], pa.string())
 
 

@@ -148,6 +148,11 @@ def load_checkpoint(run_dir: str | Path, name: str = "checkpoint.pt") -> dict[st
     """
     path = Path(run_dir) / name
     if not path.is_file():
+        if (Path(run_dir) / "manifest.json").is_file():  # a newcomer gave a bundle to predict / recommend
+            raise ConfigError(
+                f"{run_dir} is a model bundle (recforge export), not a run directory: serve it with `recforge serve {run_dir}`, "
+                "load it with recforge.serving.bundle.load_bundle, or give this command the run directory it was exported from"
+            )
         raise ConfigError(f"{run_dir} has no {name} (the run did not finish an epoch)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)

@@ -417,7 +417,8 @@ class Trainer:
                 part = slice(offset, offset + mine.stop - mine.start)
                 offset = part.stop
                 batch = Batch(sparse_features=pairs[part], labels=labels[part]).to(self.device)
-                logits = self.net(batch)
+                with autocast(self.device, self.config.precision):  # train.precision bf16: the forward pass only
+                    logits = self.net(batch).float()
                 summed = F.binary_cross_entropy_with_logits(logits, batch.labels[:, 0], reduction="sum")
                 loss = summed * (world / (end - start))
                 objective = loss

@@ -59,6 +59,9 @@ def open_storage(url: str) -> Any:
     """
     optuna = _optuna()
     kwargs: dict[str, Any] = {}
+    if url.rstrip("/") in ("sqlite:", "sqlite:/", "sqlite://") or url.endswith(":memory:"):
+        warnings.warn(f"--storage {url} is an in-memory SQLite database: the study is lost when this process ends, "
+                      "so it can be neither resumed nor shared; give a file, e.g. sqlite:///study.db", stacklevel=2)
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"timeout": 60}  # several processes on one file take turns
     for attempt in range(SCHEMA_RETRIES + 1):

@@ -271,7 +271,7 @@ def _binary_label(column: pa.ChunkedArray, name: str, part: TablePart, positive:
         if not bad.any():
             return pa.array(values.astype(np.float32))
         row = int(np.flatnonzero(bad)[0])
-        found = values[row]
+        found = float(values[row])
     else:
         text = pc.utf8_lower(pc.cast(column, pa.string()))
         known = pc.fill_null(pc.is_in(text, value_set=pa.array(["0", "1", "true", "false"])), True).to_numpy(zero_copy_only=False)
@@ -281,8 +281,10 @@ def _binary_label(column: pa.ChunkedArray, name: str, part: TablePart, positive:
         row = int(np.flatnonzero(~known)[0])
         found = column[row].as_py()
     path, line = part.where(row)
+    at = "" if line else f" at data row {row + 1}"  # a text file's line is named by the error's prefix
+    shown = f"{found:g}" if isinstance(found, float) else repr(found)
     raise DataError(
-        f"label column {name!r} must hold 0/1 (or true/false), found {found!r} at row {row + 1}; "
+        f"label column {name!r} must hold 0/1 (or true/false), found {shown}{at}; "
         "declare the value that means 1 with --positive VALUE (data.positive)",
         path, line,
     )
