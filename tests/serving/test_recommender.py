@@ -234,3 +234,11 @@ def test_bad_requests_and_runs_are_user_errors(tmp_path):
 def test_interactions_must_match_their_id_maps():
     with pytest.raises(DataError, match="id maps hold 1 users / 2 items, expected 2 / 2"):
         TrainingInteractions(2, 2, np.array([0]), np.array([1]), pa.array(["a"]), pa.array(["x", "y"]), "interactions.npz")
+
+
+def test_a_requested_id_beyond_int64_is_kept_as_text_not_an_overflow():
+    """/recommend {"user": 10**20} was a 500 (OverflowError converting to int64)."""
+    from recforge.serving.recommender import _as_array
+
+    assert _as_array(10**20).to_pylist() == ["100000000000000000000"]
+    assert _as_array([1, 2]).to_pylist() == [1, 2]

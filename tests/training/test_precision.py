@@ -61,3 +61,19 @@ def test_the_cpu_device_feed_passes_batches_through_in_order():
     out = list(to_device(iter(batches), torch.device("cpu")))
     assert [b is a for a, b in zip(batches, out)] == [True] * 3
     assert [t.shape for t in out[0].tensors()] == [(2, 1), (2, 1), (0, 0)]
+
+
+@pytest.mark.parametrize("name", ["din", "base", "deepfm", "dlrm", "wide_deep", "mmoe", "ple", "adatt", "neumf"])
+def test_every_model_family_trains_a_step_under_bf16_autocast(name):
+    """DIN's attention failed under bf16 (masked_scatter of bfloat16 scores into float32 weights),
+    found by benchmarks/gpu_check.py --device cpu."""
+    from recforge.models import get_model_entry
+    from recforge.training.precision import autocast
+    from tests.models.test_registry import RICH, _batch, _single
+
+    torch.manual_seed(0)
+    model = build_model(name, RICH, get_model_entry(name).config_cls())
+    with autocast(torch.device("cpu"), "bf16"):
+        logits = _single(model(_batch())).float()
+    logits.sum().backward()
+    assert torch.isfinite(logits).all()

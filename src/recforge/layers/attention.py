@@ -126,6 +126,6 @@ class TargetAttention(nn.Module):
             h = history[mask]  # [P, D], the real positions only
             t = target.unsqueeze(1).expand(b, length, d)[mask]
             scores = self.score(self.mlp(torch.cat([h, t, h - t, h * t], dim=1))).squeeze(1)
-            weights = weights.masked_scatter(mask, scores)
+            weights = weights.masked_scatter(mask, scores.to(weights.dtype))  # bf16 autocast: the MLP's scores are bfloat16
         pooled = torch.bmm(weights.unsqueeze(1), history).squeeze(1)
         return pooled, weights
