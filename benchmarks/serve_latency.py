@@ -11,8 +11,10 @@ Steps (all on loopback; every measurement is a bounded number of requests; it st
    ONNX graphs (parity-checked by the export);
 2. request rows: 4,096 other generated rows (seed 1), raw values as a JSON client sends them;
 3. in process, per backend (eager, TorchScript, ONNX Runtime): the service's scoring call
-   (:class:`RequestColumns` -> :meth:`Predictor.predict`), ``--requests`` batch-1 calls and
-   ``--requests / 10`` batch-256 calls, one after the other: p50 / p99 ms and rows/s;
+   (:class:`RequestEncoder` -> :meth:`Predictor.predict_encoded`), ``--requests`` batch-1 calls and
+   ``--requests / 10`` batch-256 calls, one after the other: p50 / p99 ms and rows/s; then the
+   same through the Arrow path (:meth:`RequestColumns.to_arrays` -> :meth:`Predictor.predict`),
+   the reference the ratios are against;
 4. over HTTP, per backend: ``recforge serve BUNDLE --backend B --workers 1`` in a child process;
    sequential batch-1 and batch-256 requests on one keep-alive connection (p50 / p99 ms), then
    ``--clients`` concurrent connections of batch-256 requests (rows/s at saturation) and of
@@ -98,28 +100,40 @@ def percentiles(seconds: list[float]) -> tuple[float, float]:
 
 def in_process(bundle: Path, backend: str, rows: list[dict], requests: int) -> dict[str, float]:
     from recforge.serving.bundle import load_bundle
+    from recforge.serving.request_encoding import RequestEncoder
     from recforge.serving.requests import RequestColumns
 
     predictor = load_bundle(bundle, backend=backend)
     predictor.prepare_lookups()
     columns = RequestColumns.of(predictor.schema)
+    encoder = RequestEncoder(predictor, columns)
 
-    def timed(batch: int, count: int) -> list[float]:
+    def service(part: list[dict]) -> None:  # what the app's scoring call does
+        predictor.predict_encoded(encoder.encode(part))
+
+    def arrow(part: list[dict]) -> None:  # the reference: the same rows through Predictor.encode (Arrow)
+        predictor.predict(columns.to_arrays(part))
+
+    def timed(call, batch: int, count: int) -> list[float]:
         out = []
         for i in range(count):
             start = (i * batch) % (len(rows) - batch)
             part = rows[start : start + batch]
             began = time.perf_counter()
-            predictor.predict(columns.to_arrays(part))
+            call(part)
             out.append(time.perf_counter() - began)
         return out
 
-    timed(1, 50)
-    timed(256, 5)
-    b1 = timed(1, requests)
-    b256 = timed(256, max(requests // 10, 5))
-    (b1_p50, b1_p99), (b256_p50, b256_p99) = percentiles(b1), percentiles(b256)
-    return {"b1_p50": b1_p50, "b1_p99": b1_p99, "b256_p50": b256_p50, "b256_p99": b256_p99, "rows_per_s": 256 * len(b256) / sum(b256)}
+    figures = {}
+    for name, call in (("", service), ("arrow_", arrow)):
+        timed(call, 1, 50)
+        timed(call, 256, 5)
+        b1 = timed(call, 1, requests)
+        b256 = timed(call, 256, max(requests // 10, 5))
+        (b1_p50, b1_p99), (b256_p50, b256_p99) = percentiles(b1), percentiles(b256)
+        figures.update({f"{name}b1_p50": b1_p50, f"{name}b1_p99": b1_p99, f"{name}b256_p50": b256_p50, f"{name}b256_p99": b256_p99,
+                        f"{name}rows_per_s": 256 * len(b256) / sum(b256)})
+    return figures
 
 
 class Server:
@@ -297,6 +311,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{b} vs eager (> 1: {b} faster): in-process b1 p50 x{local['eager']['b1_p50'] / local[b]['b1_p50']:.2f}, "
                   f"b256 rows/s x{local[b]['rows_per_s'] / local['eager']['rows_per_s']:.2f}; HTTP b1 p50 "
                   f"x{remote['eager']['b1_p50'] / remote[b]['b1_p50']:.2f}, b256 rows/s x{remote[b]['rows_per_s'] / remote['eager']['rows_per_s']:.2f}")
+    for b in backends:
+        lo = local[b]
+        print(f"{b}: request encoder vs the Arrow path (Predictor.encode, the service call before 2026-12-01) in process: "
+              f"b1 p50 {lo['b1_p50']:.2f} vs {lo['arrow_b1_p50']:.2f} ms (x{lo['arrow_b1_p50'] / lo['b1_p50']:.2f}), "
+              f"b256 {lo['rows_per_s']:,.0f} vs {lo['arrow_rows_per_s']:,.0f} rows/s (x{lo['rows_per_s'] / lo['arrow_rows_per_s']:.2f})")
     on = remote[best]["b1_concurrent_rows_per_s"]
     print(f"micro-batching ({best}, {args.clients} clients of batch-1 requests): {on:,.0f} rows/s on, "
           f"{merged_off['rows_per_s']:,.0f} off: x{on / merged_off['rows_per_s']:.2f}")

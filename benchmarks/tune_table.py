@@ -59,6 +59,8 @@ def tune_command(args: argparse.Namespace, dataset: str, model: str) -> list[str
         command += ["--data-dir", str(args.data_dir)]
     if args.timeout:
         command += ["--timeout", args.timeout]
+    if args.threads:
+        command += ["--threads", str(args.threads)]
     return command
 
 
@@ -91,6 +93,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5, help="Seeds per confirmed configuration (paired tests need >= 3).")
     parser.add_argument("--sampler-seed", type=int, default=0, help="TPE seed, the same for every model.")
     parser.add_argument("--timeout", default=None, help="Per-model time budget instead of (or on top of) --trials, e.g. 2h.")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads of every trial (e.g. 1 to run two tables side by side).")
     parser.add_argument("--datasets", default=None, help="Comma-separated subset of the tables' datasets.")
     parser.add_argument("--smoke", action="store_true", help="Tiniest run of the pipeline: small datasets, 2 trials of 1 epoch, 2 seeds.")
     parser.add_argument("--dry-run", action="store_true", help="Print the commands only.")

@@ -238,7 +238,7 @@ def test_metadata_lists_columns_versions_and_the_bundles_parity(runs):
 
 def test_a_server_error_is_a_generic_500_with_the_traceback_only_in_the_log(runs, caplog, monkeypatch):
     app = create_app(runs["deepfm"])
-    monkeypatch.setattr(app.state.served.scorer, "predict", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("secret internals")))
+    monkeypatch.setattr(app.state.served.scorer, "predict_encoded", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("secret internals")))
     with caplog.at_level(logging.INFO, logger="recforge.serving"), TestClient(app, raise_server_exceptions=False) as client:
         response = client.post("/predict", json={"rows": json_rows(raw_rows(2, seed=1))})
         assert client.get("/health").status_code == 200

@@ -235,17 +235,24 @@ def _keys(array: pa.Array) -> pa.Array:
     return pc.if_else(empty, pa.scalar(None, pa.string()), keys)
 
 
-def _log_squared(values: np.ndarray) -> pa.Array:
-    """Bucket keys (int64 [N]): floor(ln(x)^2) for x > 2, else floor(x); NaN and +-inf -> null (missing).
+def log_squared_buckets(values: np.ndarray) -> np.ndarray:
+    """Bucket numbers (float64 [N], whole numbers): floor(ln(x)^2) for x > 2, else floor(x);
+    NaN and +-inf -> NaN (missing).
 
     Criteo 1st place (Juan et al. 2014), defined there on integer counts; a fractional x <= 2 is
-    rounded down. The caller applies the feature's non-finite policy first.
+    rounded down; the buckets are clipped to +-2**62 so that they are int64 keys. The caller
+    applies the feature's non-finite policy first.
     """
     finite = np.isfinite(values)
     large = finite & (values > 2)
     out = np.where(large, np.floor(np.log(np.where(large, values, 1.0)) ** 2), np.floor(np.where(finite, values, 0.0)))
     out = np.clip(out, -_INT64_KEY_LIMIT, _INT64_KEY_LIMIT)
-    return pc.cast(pa.array(np.where(finite, out, np.nan), from_pandas=True), pa.int64())
+    return np.where(finite, out, np.nan)
+
+
+def _log_squared(values: np.ndarray) -> pa.Array:
+    """:func:`log_squared_buckets` as int64 keys (null = missing)."""
+    return pc.cast(pa.array(log_squared_buckets(values), from_pandas=True), pa.int64())
 
 
 def _first_non_finite(values: np.ndarray, spec: FeatureSpec, where: str, first_row: int) -> DataError:
@@ -595,6 +602,16 @@ class Preprocessor:
                 (row ``first_row`` + the index in ``table``).
         """
         values = _as_float(_column(table, spec.column_source, spec.name, where), spec.column_source, where)
+        return self.non_finite_policy(spec, values, where, first_row)
+
+    def non_finite_policy(self, spec: FeatureSpec, values: np.ndarray, where: str = "", first_row: int = 0) -> np.ndarray:
+        """``values`` (float64 [N], NaN = missing) of a dense or bucketized feature with its
+        ``non_finite`` option applied (see :meth:`_numeric_source`): ``values`` itself if it holds
+        no infinity.
+
+        Raises:
+            DataError: +-inf under ``non_finite: error``, naming the column, ``where`` and the row.
+        """
         infinite = np.isinf(values)
         if not infinite.any():
             return values
@@ -615,13 +632,21 @@ class Preprocessor:
 
     def _encode_sparse(self, table: pa.Table, spec: FeatureSpec, where: str, first_row: int = 0) -> np.ndarray:
         if spec.bucketize == "quantile":
-            values = self._numeric_source(table, spec, where, first_row)
-            buckets = np.searchsorted(np.asarray(self.quantile_edges[spec.name]), values, side="right") + FIRST_ID
-            return np.where(np.isnan(values), PADDING_ID, buckets).astype(np.int64)
+            return self.quantile_ids(spec, self._numeric_source(table, spec, where, first_row))
         return self.vocabularies[spec.table_name].encode(self._sparse_keys(table, spec, where, first_row))
 
+    def quantile_ids(self, spec: FeatureSpec, values: np.ndarray) -> np.ndarray:
+        """Ids (int64 [N]) of a ``bucketize: quantile`` feature's numbers (policy applied; NaN -> 0)."""
+        buckets = np.searchsorted(np.asarray(self.quantile_edges[spec.name]), values, side="right") + FIRST_ID
+        return np.where(np.isnan(values), PADDING_ID, buckets).astype(np.int64)
+
     def _encode_dense(self, table: pa.Table, spec: FeatureSpec, where: str, first_row: int = 0) -> np.ndarray:
-        values = self._dense_transform(spec, self._numeric_source(table, spec, where, first_row))
+        return self.dense_values(spec, self._numeric_source(table, spec, where, first_row))
+
+    def dense_values(self, spec: FeatureSpec, values: np.ndarray) -> np.ndarray:
+        """Model input float32 [N] of a dense feature from its raw numbers (float64 [N], NaN =
+        missing, non-finite policy applied): the feature's transform, then 0 for missing."""
+        values = self._dense_transform(spec, values)
         if spec.transform in ("standardize", "log1p_standardize"):
             stats = self.numeric[spec.name]
             values = np.subtract(values, stats["mean"])  # a new array: the source may be a read-only Arrow view

@@ -52,6 +52,7 @@ from recforge import __version__
 from recforge.errors import ConfigError, RecforgeError
 from recforge.serving.batching import MicroBatcher
 from recforge.serving.predictor import PAIR_MODELS, Predictor
+from recforge.serving.request_encoding import RequestEncoder
 from recforge.serving.requests import MAX_ERRORS, RequestColumns, predict_request_adapter, recommend_request_adapter, request_errors
 
 logger = logging.getLogger("recforge.serving")
@@ -177,12 +178,15 @@ def create_app(
     state: dict[str, Any] = {}
 
     def score(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
-        return served.scorer.predict(columns.to_arrays(rows), "the request")  # type: ignore[union-attr]
+        return served.scorer.predict_encoded(state["encoder"].encode(rows, "the request"))
 
     @asynccontextmanager
     async def lifespan(_: Any) -> Any:
         if rows_model:
             served.scorer.prepare_lookups()
+            state["encoder"] = RequestEncoder(served.scorer, columns)
+            if state["encoder"].fallback:
+                logger.info("request rows are encoded through the Arrow path: %s", state["encoder"].fallback)
             state["batcher"] = MicroBatcher(score, max_batch_rows, merge=micro_batching)
         else:
             state["executor"] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recforge-scoring")

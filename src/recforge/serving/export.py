@@ -270,7 +270,10 @@ class CompiledPredictor(Predictor):
         Raises:
             DataError: as :meth:`Predictor.encode`.
         """
-        encoded = self.encode(rows, where)
+        return self.encoded_probabilities(self.encode(rows, where))
+
+    def encoded_probabilities(self, encoded: EncodedColumns) -> np.ndarray:
+        """:meth:`probabilities` of rows already encoded."""
         arrays = self.signature.arrays(encoded)
         n = len(encoded)
         parts = [self.runtime(take(arrays, slice(s, s + self.batch_size))) for s in range(0, n, self.batch_size)]
@@ -279,8 +282,8 @@ class CompiledPredictor(Predictor):
     def logits(self, rows: Any, where: str = "") -> np.ndarray:
         return torch.logit(torch.from_numpy(self.probabilities(rows, where))).numpy()
 
-    def predict(self, rows: Any, where: str = "") -> dict[str, np.ndarray]:
-        probabilities = self.probabilities(rows, where)
+    def predict_encoded(self, encoded: EncodedColumns) -> dict[str, np.ndarray]:
+        probabilities = self.encoded_probabilities(encoded)
         return {task: probabilities[:, t].copy() for t, task in enumerate(self.tasks)}
 
 

@@ -39,12 +39,13 @@ import pyarrow.compute as pc
 import torch
 from torch import nn
 
-from recforge.data.preprocessing import FIRST_ID, OOV_ID, PADDING_ID, EncodedColumns, Preprocessor, Vocabulary
+from recforge.data.preprocessing import OOV_ID, EncodedColumns, Preprocessor, Vocabulary
 from recforge.data.schema import FeatureSpec
 from recforge.data.tabular import TensorColumns
 from recforge.errors import ConfigError, DataError
 from recforge.evaluation.protocols import score_rows, task_logits
 from recforge.models.registry import build_model
+from recforge.serving.request_encoding import key_lookup
 from recforge.training.records import load_checkpoint, load_model_weights, load_run_config
 
 HISTORY_SEPARATOR = "|"
@@ -251,7 +252,12 @@ class Predictor:
         Raises:
             DataError: as :meth:`encode`.
         """
-        probabilities = torch.sigmoid(torch.from_numpy(self.logits(rows, where))).numpy()
+        return self.predict_encoded(self.encode(rows, where))
+
+    def predict_encoded(self, encoded: EncodedColumns) -> dict[str, np.ndarray]:
+        """:meth:`predict` of rows already encoded (by :meth:`encode`, or the service's
+        :class:`~recforge.serving.request_encoding.RequestEncoder`)."""
+        probabilities = torch.sigmoid(torch.from_numpy(self.encoded_logits(encoded))).numpy()
         return {task: probabilities[:, t].copy() for t, task in enumerate(self.tasks)}
 
     def predict_table(self, rows: Any, where: str = "") -> pa.Table:
@@ -291,19 +297,25 @@ class _RequestVocabulary(Vocabulary):
     the Arrow path.
     """
 
-    _lookup: dict[str, int] | None = None
+    _lookup: dict[Any, int] | None = None
 
     def encode(self, keys: pa.Array) -> np.ndarray:
         if len(keys) > REQUEST_KEYS:
             return super().encode(keys)
+        get = self.lookup().get
+        return np.array([get(k, OOV_ID) for k in keys.to_pylist()], np.int64)  # None -> 0: in the dict
+
+    def lookup(self) -> dict[Any, int]:
+        """The dict of :func:`~recforge.serving.request_encoding.key_lookup`, built on first use
+        (shared with the service's :class:`~recforge.serving.request_encoding.RequestEncoder`)."""
         lookup = self._lookup
         if lookup is None:  # two threads may both build it; either result is the same
-            lookup = self._lookup = {value: i for i, value in enumerate(self.array.to_pylist(), FIRST_ID)}
-        return np.array([PADDING_ID if k is None else lookup.get(k, OOV_ID) for k in keys.to_pylist()], np.int64)
+            lookup = self._lookup = key_lookup(self)
+        return lookup
 
     def prepare(self) -> None:
         """Build the dict now (a server does it at start-up, not in its first request)."""
-        self.encode(pa.array([], pa.string()))
+        self.lookup()
 
 
 def _with_request_lookups(preprocessor: Preprocessor) -> Preprocessor:
