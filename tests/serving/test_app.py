@@ -95,6 +95,54 @@ def test_scores_equal_the_predictor_and_the_eager_model(runs, source, backend):
     assert np.std(got) > 1e-3
 
 
+def as_columns(rows: list[dict]) -> dict[str, list]:
+    return {k: [r[k] for r in rows] for k in rows[0]}
+
+
+@pytest.mark.parametrize("source", ["din", "deepfm-bundle", "mmoe"])
+def test_columnar_requests_score_as_row_requests(runs, source):
+    """``{"columns": {...}}`` (TF Serving's "inputs" form) gives the same scores as ``{"rows": [...]}``,
+    answered as ``{"outputs": {task: [...]}}``; histories as lists and as strings."""
+    rows = json_rows(raw_rows(30, seed=21))
+    rows = [{**r, "history": "|".join(r["history"])} if i % 3 == 0 else r for i, r in enumerate(rows)]
+    with client_of(runs[source]) as client:
+        by_rows = client.post("/predict", json={"rows": rows})
+        by_columns = client.post("/predict", json={"columns": as_columns(rows)})
+    assert by_rows.status_code == by_columns.status_code == 200, by_columns.text
+    outputs = by_columns.json()["outputs"]
+    tasks = list(by_rows.json()["predictions"][0])
+    assert list(outputs) == tasks
+    for task in tasks:
+        assert outputs[task] == [p[task] for p in by_rows.json()["predictions"]]
+
+
+def test_columnar_request_errors_name_the_column_and_row(din):
+    columns = as_columns(json_rows(raw_rows(4, seed=22)))
+    (error,) = errors_of(din.post("/predict", json={"columns": {**columns, "age": [30.0, "thirty", 40.0, None]}}))
+    assert error["loc"] == ["columns", "age", 1] and "feature 'age' must be a number" in error["msg"]
+    errors = errors_of(din.post("/predict", json={"columns": {**columns, "user": columns["user"][:3]}}))
+    assert errors[0]["loc"] == ["columns", "user"] and "has 3 values" in errors[0]["msg"] and "one value per row" in errors[0]["msg"]
+    missing = {k: v for k, v in columns.items() if k != "price"}
+    assert errors_of(din.post("/predict", json={"columns": missing}))[0]["loc"] == ["columns", "price"]
+    assert "unknown feature 'colour'" in errors_of(din.post("/predict", json={"columns": {**columns, "colour": [1] * 4}}))[0]["msg"]
+    assert "must be a list of values" in errors_of(din.post("/predict", json={"columns": {**columns, "item": "i1"}}))[0]["msg"]
+    assert "not both" in errors_of(din.post("/predict", json={"columns": columns, "rows": json_rows(raw_rows(4, seed=22))}))[0]["msg"]
+    assert "no rows" in errors_of(din.post("/predict", json={"columns": {k: [] for k in columns}}))[0]["msg"]
+
+
+def test_row_and_columnar_requests_merge_in_one_call():
+    """The micro-batcher joins a row request and a columnar one (RequestBatch.concat), in order."""
+    from recforge.serving.request_encoding import RequestBatch
+
+    rows = [{"a": 1, "b": "x"}, {"a": 2, "b": "y"}]
+    merged = RequestBatch.concat([RequestBatch(rows=rows), RequestBatch(columns={"a": [3, 4, 5], "b": ["z", None, "w"]}), RequestBatch(rows=rows[:1])])
+    assert len(merged) == 6 and merged.columns(["a", "b"]) == {"a": [1, 2, 3, 4, 5, 1], "b": ["x", "y", "z", None, "w", "x"]}
+    np.testing.assert_array_equal(merged.numbers(["a"]).ravel(), [1, 2, 3, 4, 5, 1])
+    assert RequestBatch.concat([RequestBatch(rows=rows), RequestBatch(rows=rows)]).by_columns is False
+    with pytest.raises(ValueError, match="unequal length"):
+        RequestBatch(columns={"a": [1], "b": [1, 2]})
+
+
 def test_unseen_category_scores_with_the_oov_id_as_eager(runs, din):
     row = json_rows(raw_rows(1, seed=3))[0]
     row.update(user="a user never seen", history=["i1", "an item never seen"])
@@ -185,8 +233,8 @@ def test_batch_limits_body_limit_and_malformed_bodies(runs):
         assert "no rows" in errors_of(client.post("/predict", json={"rows": []}))[0]["msg"]
         assert errors_of(client.post("/predict", json={"rows": [{}]}))[0]["type"] == "missing"
         assert errors_of(client.post("/predict", json={"rows": ["a row"]}))[0]["loc"] == ["rows", 0]
-        messages = {e["msg"] for e in errors_of(client.post("/predict", json={"row": rows}))}
-        assert messages == {"unknown key 'row'", "missing key 'rows'"}
+        assert {e["msg"] for e in errors_of(client.post("/predict", json={"row": rows}))} == {"unknown key 'row'"}
+        assert "got neither" in errors_of(client.post("/predict", json={}))[0]["msg"]
         assert "not valid JSON" in errors_of(client.post("/predict", content=b'{"rows": [{"user": "u1",'))[0]["msg"]
         assert "not valid JSON" in errors_of(client.post("/predict", content=b"\xff\xfe\x00"))[0]["msg"]
         assert errors_of(client.post("/predict", json=[rows]))[0]["msg"] == "the body must be a JSON object"
@@ -351,6 +399,12 @@ def fuzz_body(rng: random.Random, valid: list[dict]) -> bytes:
                 row[key] = rng.choice([[rng.choice(junk) for _ in range(rng.randint(0, 6))], "|".join("ab" * rng.randint(0, 50))])
             else:
                 row[key] = rng.choice([math.nan, math.inf, None, 0, -1e300, "u" * rng.randint(0, 50)])
+    if rng.random() < 0.3:  # the columnar form, sometimes with a column one value short
+        names = list(dict.fromkeys(k for r in rows for k in r))
+        columns = {k: [r.get(k) for r in rows] for k in names}
+        if rng.random() < 0.3:
+            columns[rng.choice(names)].pop()
+        return json.dumps({"columns": columns} if rng.random() < 0.9 else {"columns": columns, "rows": rows}, allow_nan=True).encode()
     extra = {"rows": rows} if rng.random() < 0.8 else {"rows": rows, rng.choice(("k", "row")): 1}
     return json.dumps(extra, allow_nan=True).encode()
 
@@ -367,7 +421,11 @@ def test_malformed_payload_fuzz_never_gives_a_5xx(runs):
             statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
             assert response.status_code in (200, 413, 422), (response.status_code, body[:300], response.text[:500])
             if response.status_code == 200:
-                assert len(response.json()["predictions"]) == len(json.loads(body)["rows"])
+                sent, answer = json.loads(body), response.json()
+                if "columns" in sent:
+                    assert len(answer["outputs"]["click"]) == len(next(iter(sent["columns"].values())))
+                else:
+                    assert len(answer["predictions"]) == len(sent["rows"])
         assert client.get("/health").json()["status"] == "ok"
         assert scores_of(client.post("/predict", json={"rows": valid[:3]})).shape == (3,)
     print(f"fuzz: {FUZZ_REQUESTS} requests, statuses {dict(sorted(statuses.items()))}")

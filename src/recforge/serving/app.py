@@ -4,9 +4,12 @@ Endpoints (JSON in and out):
 
 * ``POST /predict`` ``{"rows": [{column: raw value, ...}, ...]}`` -> ``{"predictions": [{task:
   probability, ...}, ...]}``, one object per row in request order, one key per task (``click``;
-  ``income`` and ``never_married`` for a two-task model). Rows hold the raw columns the features
+  ``income`` and ``never_married`` for a two-task model). Or columnar (TF Serving's "inputs"
+  form, faster to parse): ``{"columns": {column: [raw value, ...], ...}}`` -> ``{"outputs":
+  {task: [probability, ...], ...}}``. Rows hold the raw columns the features
   read, by name (``GET /metadata`` lists them); see :mod:`recforge.serving.requests` for types,
-  nulls and the 422 errors. Raw values are encoded by :class:`Predictor` (the one scoring path:
+  nulls and the 422 errors. Raw values are encoded by the predictor's fitted preprocessing
+  (:class:`~recforge.serving.request_encoding.RequestEncoder`, equal to :meth:`Predictor.encode`:
   unseen categories -> the OOV id, as in training). Feature-row models (CTR, DIN, multi-task).
 * ``POST /recommend`` ``{"user": id, "k": 10, "include_seen": false}`` -> ``{"user", "cold",
   "items": [{"rank", "item", "score"}, ...]}`` from :class:`Recommender` (raw ids; ``score`` is
@@ -52,8 +55,15 @@ from recforge import __version__
 from recforge.errors import ConfigError, RecforgeError
 from recforge.serving.batching import MicroBatcher
 from recforge.serving.predictor import PAIR_MODELS, Predictor
-from recforge.serving.request_encoding import RequestEncoder
-from recforge.serving.requests import MAX_ERRORS, RequestColumns, predict_request_adapter, recommend_request_adapter, request_errors
+from recforge.serving.request_encoding import RequestBatch, RequestEncoder
+from recforge.serving.requests import (
+    MAX_ERRORS,
+    RequestColumns,
+    predict_request_adapter,
+    recommend_request_adapter,
+    request_batch,
+    request_errors,
+)
 
 logger = logging.getLogger("recforge.serving")
 
@@ -177,7 +187,7 @@ def create_app(
     metadata = _metadata(served, columns, limits)
     state: dict[str, Any] = {}
 
-    def score(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    def score(rows: RequestBatch) -> dict[str, np.ndarray]:
         return served.scorer.predict_encoded(state["encoder"].encode(rows, "the request"))
 
     @asynccontextmanager
@@ -187,7 +197,7 @@ def create_app(
             state["encoder"] = RequestEncoder(served.scorer, columns)
             if state["encoder"].fallback:
                 logger.info("request rows are encoded through the Arrow path: %s", state["encoder"].fallback)
-            state["batcher"] = MicroBatcher(score, max_batch_rows, merge=micro_batching)
+            state["batcher"] = MicroBatcher(score, max_batch_rows, merge=micro_batching, concat=RequestBatch.concat)
         else:
             state["executor"] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recforge-scoring")
         logger.info("serving %s (%s, %s backend) from %s", served.info["model"], served.kind, served.backend, served.source)
@@ -225,9 +235,11 @@ def create_app(
         if isinstance(raw, Response):
             return raw
         try:
-            rows = predict_body.validate_json(raw)["rows"]
+            rows = request_batch(predict_body.validate_json(raw))
         except ValidationError as exc:
             return error(422, request, request_errors(exc, columns))
+        if isinstance(rows, list):
+            return error(422, request, rows)
         request.state.rows = len(rows)
         try:
             scores = await state["batcher"].predict(rows)
@@ -242,8 +254,11 @@ def create_app(
                 for i in broken[:MAX_ERRORS]
             ])
         values = [scores[t].tolist() for t in tasks]
-        predictions = [dict(zip(tasks, row)) for row in zip(*values)]
-        return Response(json.dumps({"predictions": predictions}, allow_nan=False).encode(), media_type="application/json")
+        if rows.by_columns:
+            answer: dict[str, Any] = {"outputs": dict(zip(tasks, values))}
+        else:
+            answer = {"predictions": [dict(zip(tasks, row)) for row in zip(*values)]}
+        return Response(json.dumps(answer, allow_nan=False).encode(), media_type="application/json")
 
     @app.post("/recommend", openapi_extra=_openapi_body(recommend_body))
     async def recommend(request: Request) -> Response:

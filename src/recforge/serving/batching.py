@@ -32,12 +32,16 @@ from recforge.errors import RecforgeError
 
 logger = logging.getLogger("recforge.serving")
 
-Score = Callable[[list[dict[str, Any]]], dict[str, np.ndarray]]
+Score = Callable[[Any], dict[str, np.ndarray]]
+
+
+def _concat_lists(parts: list[Any]) -> Any:
+    return [row for part in parts for row in part]
 
 
 @dataclass
 class _Job:
-    rows: list[dict[str, Any]]
+    rows: Any  # anything with len(): a list of rows, a RequestBatch
     future: Future = field(default_factory=Future)
 
 
@@ -48,12 +52,14 @@ class MicroBatcher:
         score: validated rows -> probabilities per task (``{task: float64 [N]}``, row order).
         max_rows: the most rows of one merged call (a single larger request still runs alone).
         merge: False: one call per request (same thread, same queue), for comparison.
+        concat: the requests' rows -> the rows of one call, in order (default: lists joined;
+            the service passes :meth:`RequestBatch.concat`).
     """
 
-    def __init__(self, score: Score, max_rows: int, merge: bool = True):
+    def __init__(self, score: Score, max_rows: int, merge: bool = True, concat: Callable[[list[Any]], Any] = _concat_lists):
         if max_rows < 1:
             raise ValueError(f"max_rows must be >= 1, got {max_rows}")
-        self.score, self.max_rows, self.merge = score, max_rows, merge
+        self.score, self.max_rows, self.merge, self.concat = score, max_rows, merge, concat
         self.calls = 0  # merged calls made (for tests and the benchmark)
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="recforge-scoring", daemon=True)
@@ -63,7 +69,7 @@ class MicroBatcher:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
-    async def predict(self, rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    async def predict(self, rows: Any) -> dict[str, np.ndarray]:
         """Probabilities of ``rows`` (awaitable; raises what ``score`` raised for them)."""
         job = _Job(rows)
         self._queue.put(job)
@@ -120,7 +126,7 @@ class MicroBatcher:
             _settle(live[0], self.score)
             return
         try:
-            merged = self.score([row for job in live for row in job.rows])
+            merged = self.score(self.concat([job.rows for job in live]))
         except RecforgeError:  # someone's bad value: score each request alone, so only it is told
             for job in live:
                 _settle(job, self.score)
