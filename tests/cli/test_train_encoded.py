@@ -41,9 +41,9 @@ def test_train_and_evaluate_on_an_encoded_folder(encoded, tmp_path, monkeypatch)
 @pytest.mark.parametrize(
     "dataset, folder, extra, message",
     [
-        ("uci-adult", "encoded", [], "data.encoded applies to Criteo-format datasets (criteo, criteo-head-10k), not 'uci-adult'"),
+        ("uci-adult", "encoded", [], "data.encoded applies to Criteo-format datasets (criteo, criteo-head-10k) and to your own tables, not 'uci-adult'"),
         ("criteo-head-10k", "encoded", [], "was encoded as 'criteo', not 'criteo-head-10k'; train it with --dataset criteo"),
-        ("criteo", ".", [], "is not an encoded Criteo folder (no meta.json)"),
+        ("criteo", ".", [], "is not an encoded folder (no meta.json)"),
         ("criteo", "missing", [], "no such folder"),
         ("criteo", "encoded", ["--schema", "x.yaml"], "data.schema and data.tasks cannot be given with it"),
     ],

@@ -196,7 +196,7 @@ def test_streaming_encode_equals_the_in_memory_path(tmp_path, generated, integer
     encode_criteo_file(generated, tmp_path / "out", schema, chunk_rows=20_000)
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
-    with pytest.raises(ConfigError, match="not an encoded Criteo folder"):
+    with pytest.raises(ConfigError, match="not an encoded folder"):
         encode_criteo_file(generated, tmp_path / "mine", schema)
 
 

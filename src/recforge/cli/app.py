@@ -161,7 +161,7 @@ def data_inspect(
 @data_app.command("prepare")
 @user_errors
 def data_prepare(
-    name: str,
+    name: Annotated[Optional[str], typer.Argument(help="Registered dataset (see `data list`); omit it with --data.")] = None,
     data_dir: DataDir = None,
     download: Annotated[bool, typer.Option("--download", help="Fetch missing files from the official source.")] = False,
     seed: Annotated[int, typer.Option(help="Split seed.")] = 0,
@@ -176,16 +176,33 @@ def data_prepare(
         Optional[int], typer.Option("--min-count", help="With --input: categories rarer than this in training map to the OOV id (default: the dataset's).")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+    data: Annotated[Optional[list[Path]], typer.Option("--data", rich_help_panel=OWN_DATA, help="Own CSV/TSV (.gz) or Parquet table to stream-encode for out-of-core training (with --label and --output); repeat for several files.")] = None,
+    label: Annotated[Optional[str], typer.Option("--label", rich_help_panel=OWN_DATA, help="With --data: the label column(s), comma-separated.")] = None,
+    schema: Annotated[Optional[Path], typer.Option("--schema", rich_help_panel=OWN_DATA, help="With --data: YAML feature schema (default: inferred from the first --infer-rows rows).")] = None,
+    positive: Annotated[Optional[str], typer.Option("--positive", rich_help_panel=OWN_DATA, help="With --data: the label value that means 1.")] = None,
+    ignore: Annotated[Optional[str], typer.Option("--ignore", rich_help_panel=OWN_DATA, help="With --data: comma-separated columns never inferred as features.")] = None,
+    chunk_rows: Annotated[int, typer.Option("--chunk-rows", rich_help_panel=OWN_DATA, help="With --data: rows read and encoded at a time (bounds memory; the random split is drawn per chunk).")] = 250_000,
+    infer_rows: Annotated[int, typer.Option("--infer-rows", rich_help_panel=OWN_DATA, help="With --data and no --schema: rows the schema is inferred from.")] = 1_000_000,
 ) -> None:
     """Verify checksums and build the cached split (with --download: fetch files first).
 
     With --input FILE (Criteo-format datasets such as ``criteo``): encode FILE in two streaming
     passes into .npy columns, with a rows/s progress bar, and report rows, seconds, rows/s and the
     peak resident memory.
+
+    With --data FILE --label COL --output DIR (no NAME): the same for your own table, then train
+    on it out of core with `recforge train MODEL --encoded DIR`.
     """
     from recforge.data.datasets import get_dataset
     from recforge.data.files import resolve_cache_dir
 
+    if data is not None or label is not None:
+        if name is not None or input is not None or download:
+            raise ConfigError("--data encodes your own table: give it without a dataset NAME, --input or --download")
+        _prepare_own_table(data, _names(label), output, schema, positive, _names(ignore) or [], min_count, seed, chunk_rows, infer_rows, quiet)
+        return
+    if name is None:
+        raise ConfigError("name a registered dataset (see `recforge data list`), or give --data FILE --label COL --output DIR")
     source = get_dataset(name)
     check_seed("--seed", seed)
     if input is not None or output is not None or min_count is not None:
@@ -245,6 +262,51 @@ def _prepare_criteo_input(source: Any, input: Optional[Path], output: Optional[P
     )
     out.print(f"rows: {splits}; {summary.split}; ids stored as {summary.sparse_dtype}", highlight=False)
     out.print(f"output: {output}", highlight=False)
+
+
+def _prepare_own_table(
+    data: Optional[list[Path]], labels: Optional[list[str]], output: Optional[Path], schema_file: Optional[Path], positive: Optional[str],
+    ignore: list[str], min_count: Optional[int], seed: int, chunk_rows: int, infer_rows: int, quiet: bool,
+) -> None:
+    """``data prepare --data FILE --label COL --output DIR``: stream-encode an own table."""
+    import yaml
+
+    from recforge.data.files import atomic_write_text
+    from recforge.data.schema import Schema
+    from recforge.data.table_encoding import encode_table_files
+
+    if not data:
+        raise ConfigError("--label needs the table: --data FILE")
+    if not labels:
+        raise ConfigError("--data needs its label column: --label COL")
+    if output is None:
+        raise ConfigError("--data needs --output DIR: the folder for the encoded columns (then `recforge train MODEL --encoded DIR`)")
+    _check_output_path(output, "--output", "encoded folder")
+    if chunk_rows < 1 or infer_rows < 1:
+        raise ConfigError(f"--chunk-rows and --infer-rows must be >= 1, got {chunk_rows} and {infer_rows}")
+    declared = Schema.from_yaml(schema_file) if schema_file else None
+    if min_count is not None:
+        if min_count < 1:
+            raise ConfigError(f"--min-count must be >= 1, got {min_count}")
+        if declared is not None:
+            raise ConfigError("--min-count applies to an inferred schema; with --schema set min_count per feature")
+    summary, schema, report = encode_table_files(
+        data, labels, output, declared, positive=positive, ignore=ignore, seed=seed, chunk_rows=chunk_rows,
+        infer_rows=infer_rows, min_count=min_count, progress=not quiet,
+    )
+    if report and not quiet:
+        console.print(schema_table(schema, report))
+        console.print(f"schema inferred from the first {min(infer_rows, summary.rows):,} rows (--infer-rows); vocabularies and moments from every training row")
+    if declared is None:
+        atomic_write_text(output / "schema.yaml", yaml.safe_dump(schema.to_dict(), sort_keys=False))
+    splits = ", ".join(f"{k} {v:,}" for k, v in summary.split_rows.items())
+    out.print(
+        f"encoded {summary.rows:,} rows of {summary.input} in {summary.seconds:.2f} s ({summary.rows_per_second:,.0f} rows/s); "
+        f"peak RSS {summary.peak_rss_bytes / 2**20:,.0f} MiB", highlight=False, soft_wrap=True,
+    )
+    out.print(f"rows: {splits}; {summary.split}; ids stored as {summary.sparse_dtype}", highlight=False, soft_wrap=True)
+    out.print(f"output: {output}" + ("" if declared else f" (inferred schema: {output / 'schema.yaml'})"), highlight=False, soft_wrap=True)
+    out.print(f"train on it: recforge train deepfm --encoded {output}", highlight=False, soft_wrap=True)
 
 
 generate_app = typer.Typer(no_args_is_help=True, help="Write synthetic data files for scale tests.")
@@ -312,7 +374,7 @@ def train(
     tasks: Annotated[Optional[str], typer.Option("--tasks", help="Comma-separated label columns to learn together (multi-task).")] = None,
     resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue a CTR / sequence run directory from its last epoch (give --epochs; --device, --threads and --data-dir may be given too).")] = None,
     nproc: Annotated[Optional[int], typer.Option("--nproc", help="Train on N local processes (DDP via torchrun: gloo on CPU, NCCL on CUDA); --batch-size stays the global batch, each process takes 1/N of it.")] = None,
-    encoded: Annotated[Optional[Path], typer.Option("--encoded", help="Criteo-format datasets: train on a folder written by `data prepare NAME --input FILE --output DIR`.")] = None,
+    encoded: Annotated[Optional[Path], typer.Option("--encoded", help="Train out of core on a folder written by `data prepare --data FILE --label COL --output DIR` (your table) or `data prepare NAME --input FILE --output DIR` (Criteo-format).")] = None,
     data: Annotated[Optional[list[Path]], typer.Option("--data", rich_help_panel=OWN_DATA, help="Own data file(s) instead of --dataset: CSV/TSV (.gz) or Parquet; repeat for several files.")] = None,
     user_col: Annotated[Optional[str], typer.Option("--user-col", rich_help_panel=OWN_DATA, help="Interaction log: the user id column (with --item-col).")] = None,
     item_col: Annotated[Optional[str], typer.Option("--item-col", rich_help_panel=OWN_DATA, help="Interaction log: the item id column.")] = None,
@@ -369,6 +431,11 @@ def train(
     from recforge.api import run_training, train_config
     from recforge.cli.launch import check_resume, launch_train
 
+    if encoded is not None and dataset is None and not data:
+        from recforge.data.encoded_folders import read_meta
+
+        # the folder says what it holds: an own table (data prepare --data) or a Criteo-format dataset
+        cli_values["data.name"] = read_meta(encoded, "write one with `recforge data prepare --data FILE --label COL --output DIR`")["name"]
     where = f"config {config}" if config else "--set model.name"
     merged = apply_overrides(raw, list(set_ or []), {k: v for k, v in cli_values.items() if v is not None})
     named = isinstance(merged.get("data"), dict) and any(merged["data"].get(k) for k in ("name", "path", "label"))

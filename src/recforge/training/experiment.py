@@ -17,7 +17,7 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from recforge.config import ExperimentConfig
+from recforge.config import DataConfig, ExperimentConfig
 from recforge.data.datasets import get_dataset
 from recforge.data.datasets.interaction_log import is_interaction_log
 from recforge.data.datasets.tabular import TabularSource
@@ -61,6 +61,10 @@ def load_data(config: ExperimentConfig, data_dir: str | Path | None) -> LeaveOne
         return _load_interaction_log(config)
     if config.data.label:
         return table_source(config).load(seed=config.data.split_seed)
+    if config.data.encoded is not None:
+        own = _open_own_encoded(config.data.name, Path(config.data.encoded))
+        if own is not None:
+            return own
     source = get_dataset(config.data.name)
     if config.data.encoded is not None:
         return _open_encoded_folder(config.data.name, source, Path(config.data.encoded))
@@ -114,27 +118,37 @@ def _load_interaction_log(config: ExperimentConfig) -> LeaveOneOutData | Tabular
     return InteractionLogSequences(options).load(seed=config.data.split_seed, schema=schema)
 
 
+def _open_own_encoded(name: str, folder: Path) -> TabularData | None:
+    """``data.encoded`` naming a folder of an own table (``recforge data prepare --data FILE``);
+    None for any other folder (a Criteo-format encoding, or no folder: the dataset path says why).
+
+    Raises:
+        ConfigError: an own table's folder with a ``data.name`` other than its table's.
+    """
+    from recforge.data.encoded_folders import open_encoded, read_meta
+    from recforge.data.table_encoding import OWN_KIND
+
+    try:
+        meta = read_meta(folder, "")
+    except RecforgeError:
+        return None
+    if meta.get("kind") != OWN_KIND:
+        return None
+    if name not in (meta["name"], DataConfig.name):
+        raise ConfigError(f"data.encoded {folder} holds your table {meta['name']!r}, not the dataset {name!r}: train it with --encoded alone")
+    return open_encoded(folder)
+
+
 def _open_encoded_folder(name: str, source: Any, folder: Path) -> TabularData:
     """``data.encoded``: the columns ``recforge data prepare NAME --input FILE --output folder`` wrote."""
-    import json
-
     from recforge.data.criteo import open_encoded
     from recforge.data.datasets.criteo import CriteoFormat
+    from recforge.data.encoded_folders import read_meta
 
     if not isinstance(source, CriteoFormat):
-        raise ConfigError(f"data.encoded applies to Criteo-format datasets (criteo, criteo-head-10k), not {name!r}")
+        raise ConfigError(f"data.encoded applies to Criteo-format datasets (criteo, criteo-head-10k) and to your own tables, not {name!r}")
     how = f"write one with `recforge data prepare {name} --input FILE --output {folder}`"
-    if not folder.is_dir():
-        raise ConfigError(f"data.encoded {folder}: no such folder; {how}")
-    meta_file = folder / "meta.json"
-    if not meta_file.is_file():
-        raise ConfigError(f"data.encoded {folder} is not an encoded Criteo folder (no meta.json); {how}")
-    try:
-        meta = json.loads(meta_file.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"not a readable meta.json ({exc})", meta_file) from None
-    if not isinstance(meta, dict) or meta.get("format") != 1:
-        raise ConfigError(f"data.encoded {folder} is not an encoded Criteo folder (its meta.json has no \"format\": 1); {how}")
+    meta = read_meta(folder, how)
     if meta.get("name") != name:
         raise ConfigError(f"data.encoded {folder} was encoded as {meta.get('name')!r}, not {name!r}; train it with --dataset {meta.get('name')}")
     return open_encoded(folder)
@@ -378,7 +392,7 @@ def load_trained_model(run_dir: str | Path, expect: ExperimentConfig | None = No
                 f"{run_dir} trained {config.model_name} {config.model}, expected {expect.model_name} {expect.model}"
             )
     state = load_checkpoint(run_dir)
-    tabular = not config.data.path and isinstance(get_dataset(config.data.name), TabularSource)
+    tabular = not config.data.path and not config.data.encoded and isinstance(get_dataset(config.data.name), TabularSource)
     if tabular and not (Path(run_dir) / "preprocessing.json").is_file():
         raise ConfigError(f"{run_dir}/preprocessing.json is missing: the run's vocabularies are needed to rebuild its model")
     if (Path(run_dir) / "preprocessing.json").is_file():
