@@ -29,6 +29,8 @@ from recforge.errors import ConfigError
 OPTIMIZERS = ("adam", "sgd", "adagrad", "ftrl")
 PRECISIONS = ("fp32", "bf16")  # train.precision: float32, or bfloat16 autocast of the training forward pass
 RANKING_MONITORS = ("hit_rate", "ndcg")
+#: ranking metrics of several held-out items per user (``--split last:N`` / ``time:COL`` on an own log) only
+HELD_OUT_MONITORS = ("recall", "precision", "map")
 POINTWISE_MONITORS = ("valid/auc", "valid/log_loss")
 _GROUP_KEYS = ("optimizer", "lr", "weight_decay", "l1", "l2")
 
@@ -225,7 +227,8 @@ class TrainConfig:
             raise ConfigError("train.ks must list at least one cut-off, for example [10]")
         for k in self.ks:
             _positive("train.ks", k)
-        valid_monitors = ["auto"] + [f"valid/{m}@{k}" for k in self.ks for m in RANKING_MONITORS] + ["valid/mrr", *POINTWISE_MONITORS]
+        valid_monitors = (["auto"] + [f"valid/{m}@{k}" for k in self.ks for m in RANKING_MONITORS + HELD_OUT_MONITORS]
+                          + ["valid/mrr", *POINTWISE_MONITORS])
         if self.monitor not in valid_monitors:
             raise ConfigError(f"train.monitor must be one of {', '.join(valid_monitors)} (validation only), got {self.monitor!r}")
         if self.patience is not None:

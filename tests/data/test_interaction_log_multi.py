@@ -146,3 +146,23 @@ def test_mf_selects_on_validation_ndcg_and_leave_one_out_is_unchanged(tmp_path):
     # leave-one-out stays the default: one item and 99 sampled negatives per user
     data = load_leave_one_out(LogOptions((str(log),), "u", "i", "t"), seed=0)
     assert not isinstance(data, HeldOutSetsData) and data.test_candidates.shape == (30, 100)
+
+
+@pytest.mark.filterwarnings("ignore:no training epoch beat the initial model")
+def test_recall_at_k_can_be_the_monitor_of_held_out_splits_only(tmp_path):
+    """train.monitor valid/recall@10 selects the epoch of a last:N split on recall; on leave-one-out
+    (one held-out item: recall@K is hit_rate@K) it is refused before training, naming the fix."""
+    import recforge
+
+    rng = np.random.default_rng(1)
+    rows = [(u, int(i), t) for u in range(30) for t, i in enumerate(rng.choice(200, size=8, replace=False))]
+    log = write_log(tmp_path / "events.csv", rows)
+    run = recforge.train("mf", data=str(log), user_col="u", item_col="i", time_col="t", split="last:3", epochs=3,
+                         output_dir=tmp_path / "runs", **{"train.monitor": "valid/recall@10"})
+    history = [json.loads(line) for line in (run.path / "metrics.jsonl").read_text().splitlines()]
+    best = max(history, key=lambda r: r["valid/recall@10"])  # ties: the earliest, as selection keeps the first best
+    summary = json.loads((run.path / "summary.json").read_text())
+    assert summary["selected_epoch"] == best["epoch"]
+    with pytest.raises(ConfigError, match=r"valid/recall@10.*several held-out items.*hit_rate@K"):
+        recforge.train("mf", data=str(log), user_col="u", item_col="i", time_col="t", epochs=1,
+                       output_dir=tmp_path / "loo", **{"train.monitor": "valid/recall@10"})

@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import nn
 
-from recforge.config import TrainConfig
+from recforge.config import HELD_OUT_MONITORS, TrainConfig
 from recforge.data.batches import Batch, iterate_batches, take_rows
 from recforge.data.held_out_sets import HeldOutSetsData, split_info
 from recforge.data.interactions import LeaveOneOutData
@@ -156,6 +156,13 @@ class Trainer:
         self.optimizer_name = optimizer or config.optimizer
         self.lr = lr if lr is not None else config.lr
         self.monitor = config.resolved_monitor("implicit")
+        metric = self.monitor.removeprefix("valid/").split("@")[0]
+        if metric in HELD_OUT_MONITORS and not isinstance(data, HeldOutSetsData):
+            raise ConfigError(
+                f"train.monitor {self.monitor!r} needs several held-out items per user (an own log with --split last:N or "
+                "time:COL); a leave-one-out split has one, so its recall@K is hit_rate@K: monitor valid/hit_rate@K, "
+                "valid/ndcg@K or valid/mrr"
+            )
 
     # ------------------------------------------------------------------ evaluation
     def evaluate_split(self, split: str) -> dict[str, float]:
