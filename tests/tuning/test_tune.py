@@ -17,6 +17,8 @@ import pytest
 from typer.testing import CliRunner
 
 from recforge.cli.app import app
+from recforge.errors import ConfigError
+from recforge.reporting.runs import find_runs
 from recforge.tuning import study as study_module
 
 runner = CliRunner()
@@ -108,6 +110,14 @@ def test_gmf_search_end_to_end_then_the_same_command_reuses_everything(shared_da
     assert sorted(p for p in (tmp_path / "runs").iterdir() if (p / "summary.json").is_file()) == runs
     assert json.loads((tmp_path / "runs" / "tune-movielens-100k-gmf" / "tune.json").read_text())["winner"] == report["winner"]
     assert {run: (run / "summary.json").stat().st_mtime_ns for run in winner_runs} == scored
+    # `recforge report` on the whole folder compares the runs scored on test (the winner's) and
+    # says it left the sealed trials out; a sealed trial named alone is an error saying why.
+    with pytest.warns(UserWarning, match="left out 3 tune trial run"):
+        found = find_runs([tmp_path / "runs"])
+    assert {r.path for r in found} == winner_runs
+    sealed = next(r for r in runs if r not in winner_runs)
+    with pytest.raises(ConfigError, match="tune` trial: its test split was sealed"):
+        find_runs([sealed])
 
 
 def _flip_test_labels(monkeypatch):

@@ -118,6 +118,7 @@ def find_runs(paths: list[str | Path], dataset: str | None = None) -> list[RunRe
             ``dataset`` (the datasets found are listed).
     """
     runs: list[RunRecord] = []
+    sealed: list[str] = []
     for given in paths:
         path = Path(given)
         if not path.exists():
@@ -125,13 +126,25 @@ def find_runs(paths: list[str | Path], dataset: str | None = None) -> list[RunRe
         if not path.is_dir():
             raise ConfigError(f"{path} is a file; give run directories or folders holding them")
         if (path / "config.yaml").is_file():
-            runs.append(load_run(path))
+            run = load_run(path)
+            if not run.test_metrics() and not run.config.train.score_test:
+                raise ConfigError(f"{path} is a `recforge tune` trial: its test split was sealed (no test metrics); "
+                                  "report the tune's confirmation runs (its tune.json lists the winner's), or the folder")
+            runs.append(run)
             continue
         for child in sorted(path.iterdir()):
             if (child / "config.yaml").is_file() and (child / "summary.json").is_file():
-                runs.append(load_run(child))
+                run = load_run(child)
+                sealed_trial = not run.config.train.score_test and not run.test_metrics()  # winners are scored after the choice
+                (sealed if sealed_trial else runs).append(run)
+    if sealed:
+        import warnings
+
+        warnings.warn(f"left out {len(sealed)} tune trial run(s), whose test split was sealed (no test metrics): "
+                      "the report compares the runs that were scored on test", stacklevel=2)
     if not runs:
-        raise ConfigError(f"no finished runs (directories with config.yaml and summary.json) in {', '.join(map(str, paths))}")
+        found = f" ({len(sealed)} tune trials, none scored on test)" if sealed else ""
+        raise ConfigError(f"no finished runs (directories with config.yaml and summary.json) in {', '.join(map(str, paths))}{found}")
     if dataset is not None:
         found = sorted({r.config.data.name for r in runs})
         runs = [r for r in runs if r.config.data.name == dataset]
