@@ -272,7 +272,8 @@ class TrainConfig:
         if self.monitor == "auto":
             return f"valid/ndcg@{self.ks[0]}" if kind == "implicit" else "valid/auc"
         if (self.monitor in POINTWISE_MONITORS) != (kind == "tabular"):
-            valid = POINTWISE_MONITORS if kind == "tabular" else ("valid/ndcg@K", "valid/hit_rate@K", "valid/mrr")
+            valid = POINTWISE_MONITORS if kind == "tabular" else (
+                "valid/ndcg@K", "valid/hit_rate@K", "valid/mrr", "valid/recall@K, precision@K, map@K (last:N / time:COL splits)")
             raise ConfigError(f"train.monitor {self.monitor!r} does not apply to {kind} data; use one of {', '.join(valid)}")
         return self.monitor
 

@@ -129,3 +129,44 @@ def test_bad_input_is_one_line_and_leaves_nothing(adult, tmp_path):
     ]:
         result = runner.invoke(app, ["data", "prepare", *args, "--quiet"])
         assert result.exit_code == 2 and says in result.output, (args, result.output)
+
+
+def test_several_files_are_matched_by_column_name_and_checked_like_in_memory(adult, tmp_path):
+    """Columns in another order are the same table; another set of columns is a one-line error
+    naming the file (as --data says it); an infinity names the file's own line; a training split
+    with one class is refused before anything is written."""
+    table = pq.read_table(adult / "adult.parquet")
+    first, second = table.slice(0, 16000), table.slice(16000)
+    pq.write_table(first, tmp_path / "a.parquet")
+    pq.write_table(second.select(list(reversed(second.column_names))), tmp_path / "b.parquet")
+    args = ["--label", "income", "--schema", str(adult / "adult.yaml"), "--quiet"]
+    both = runner.invoke(app, ["data", "prepare", "--data", str(tmp_path / "a.parquet"), "--data", str(tmp_path / "b.parquet"),
+                               "--output", str(tmp_path / "ab"), *args])
+    assert both.exit_code == 0, both.output
+    pq.write_table(second, tmp_path / "b_same_order.parquet")
+    same = runner.invoke(app, ["data", "prepare", "--data", str(tmp_path / "a.parquet"), "--data", str(tmp_path / "b_same_order.parquet"),
+                               "--output", str(tmp_path / "same"), *args])
+    assert same.exit_code == 0, same.output
+    for name in ("train.sparse.npy", "train.dense.npy", "test.labels.npy"):
+        assert (tmp_path / "ab" / name).read_bytes() == (tmp_path / "same" / name).read_bytes(), name
+
+    pq.write_table(second.drop(["race"]), tmp_path / "c.parquet")
+    for extra in ([], ["--schema", str(adult / "adult.yaml")]):
+        result = runner.invoke(app, ["data", "prepare", "--data", str(tmp_path / "a.parquet"), "--data", str(tmp_path / "c.parquet"),
+                                     "--label", "income", "--output", str(tmp_path / "ac"), "--quiet", *extra])
+        assert result.exit_code == 2 and "c.parquet: other columns than a.parquet: extra [], missing ['race']" in result.output, result.output
+        assert "Traceback" not in result.output and not (tmp_path / "ac").exists()
+
+    rows = table.slice(0, 3000).to_pylist()
+    rows[2500]["hours_per_week"] = float("inf")
+    pacsv.write_csv(pa.Table.from_pylist(rows), tmp_path / "inf.csv")
+    result = runner.invoke(app, ["data", "prepare", "--data", str(tmp_path / "inf.csv"), "--label", "income", "--chunk-rows", "1000",
+                                 "--output", str(tmp_path / "inf"), "--quiet"])
+    assert result.exit_code == 2 and "inf.csv, line 2502:" in result.output and "at data row 2501" in result.output, result.output
+
+    zeros = table.set_column(table.column_names.index("income"), "income", pa.array(np.zeros(table.num_rows, np.int64)))
+    pq.write_table(zeros, tmp_path / "zeros.parquet")
+    result = runner.invoke(app, ["data", "prepare", "--data", str(tmp_path / "zeros.parquet"), "--label", "income",
+                                 "--output", str(tmp_path / "zeros"), "--quiet"])
+    assert result.exit_code == 2 and "label 'income' has only the class 0 in 26,048 training rows" in result.output, result.output
+    assert not (tmp_path / "zeros").exists()

@@ -248,7 +248,10 @@ def test_non_finite_numbers_follow_the_feature_policy(runs, din):
     nan = scores_of(din.post("/predict", content=body.encode()))
     assert np.array_equal(nan, Predictor.from_run(runs["din"]).predict([row, {**row, "price": None}])["click"])
     (error,) = errors_of(din.post("/predict", content=json.dumps({"rows": [row, {**row, "age": -math.inf}]}).encode()))
-    assert error["msg"].startswith("the request: column 'age'") and "non-finite value -inf at data row 2" in error["msg"]  # 1-based
+    assert error["loc"] == ["rows", 1, "age"] and error["msg"].startswith("feature 'age' must be a finite number or null, got -inf")
+    columns = {k: [row[k], row[k], -math.inf if k == "age" else row[k]] for k in row}
+    (error,) = errors_of(din.post("/predict", content=json.dumps({"columns": columns}).encode()))
+    assert error["loc"] == ["columns", "age", 2] and "data row" not in error["msg"]
     (error,) = errors_of(din.post("/predict", json={"rows": [row, row, {**row, "age": 1e300}]}))  # standardized: beyond float32
     assert error["loc"] == ["rows", 2] and "too large for the model" in error["msg"]
 

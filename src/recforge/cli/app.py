@@ -284,6 +284,8 @@ def _prepare_own_table(
     _check_output_path(output, "--output", "encoded folder")
     if chunk_rows < 1 or infer_rows < 1:
         raise ConfigError(f"--chunk-rows and --infer-rows must be >= 1, got {chunk_rows} and {infer_rows}")
+    if (output / "meta.json").is_file():
+        console.print(f"note: {output} holds an earlier encoding; it is replaced once the new one is complete")
     declared = Schema.from_yaml(schema_file) if schema_file else None
     if min_count is not None:
         if min_count < 1:

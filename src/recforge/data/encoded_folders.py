@@ -170,7 +170,7 @@ def encode_chunks(
         # Pass 1: split assignment and statistics of the training rows.
         pre = Preprocessor(schema)
         counts = np.zeros(3, dtype=np.int64)
-        positives = 0
+        positives = train_positives = train_known = 0
         kept: list[tuple[pa.Table, np.ndarray]] | None = [] if reuse_parsed_bytes > 0 else None
         kept_bytes = 0
         task = bar.add("fitting (pass 1 of 2)", None)
@@ -179,7 +179,10 @@ def encode_chunks(
                 labels = chunk.column(label).to_numpy(zero_copy_only=False).astype(np.float64)
                 codes = assign_splits(labels, fractions, seed, k)
                 counts += np.bincount(codes, minlength=3)
-                positives += int(labels.sum())
+                positives += int(np.nansum(labels))
+                train_labels = labels[codes == 0]
+                train_known += int((~np.isnan(train_labels)).sum())
+                train_positives += int(np.nansum(train_labels))
                 pre.partial_fit(chunk.filter(pa.array(codes == 0)), where)
                 if kept is not None:
                     kept_bytes += chunk.nbytes
@@ -195,6 +198,9 @@ def encode_chunks(
             raise DataError(f"expected {expected_rows:,} rows, found {rows:,}: not the complete file", where)
         if counts[0] == 0:
             raise DataError(f"no training rows: {rows} row(s) are too few to split {fractions}", where)
+        if train_positives in (0, train_known):
+            only = "no values" if not train_known else f"only the class {int(train_positives > 0)}"
+            raise DataError(f"label {label!r} has {only} in {int(counts[0]):,} training rows; a binary label needs both 0 and 1", where)
         pre.finish()
         fit_seconds = time.perf_counter() - started
         fitted = pre.schema

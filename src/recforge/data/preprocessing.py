@@ -255,13 +255,26 @@ def _log_squared(values: np.ndarray) -> pa.Array:
     return pc.cast(pa.array(log_squared_buckets(values), from_pandas=True), pa.int64())
 
 
+class NonFiniteValueError(DataError):
+    """+-inf in a feature with ``non_finite: error``.
+
+    Attributes:
+        column: the raw column; feature: the feature's name; row: the 0-based row among the
+            values given (``first_row`` not added); value: the value (inf or -inf).
+    """
+
+    def __init__(self, message: str, path: str | None, column: str, feature: str, row: int, value: float):
+        super().__init__(message, path=path)
+        self.column, self.feature, self.row, self.value = column, feature, row, value
+
+
 def _first_non_finite(values: np.ndarray, spec: FeatureSpec, where: str, first_row: int) -> DataError:
     row = int(np.flatnonzero(np.isinf(values))[0])
-    return DataError(
+    return NonFiniteValueError(
         f"column {spec.column_source!r} (feature {spec.name!r}) has the non-finite value {values[row]} at data row "
         f"{first_row + row + 1} (1-based, a header line not counted); expected a finite number or a missing value "
         "(set non_finite: missing or clip on the feature to accept it)",
-        path=where or None,
+        where or None, spec.column_source, spec.name, row, float(values[row]),
     )
 
 

@@ -34,7 +34,7 @@ import pyarrow as pa
 from recforge.data.encoded_folders import EncodeSummary, encode_chunks
 from recforge.data.inference import ColumnReport, infer_schema
 from recforge.data.schema import Schema
-from recforge.data.table_files import TablePart, iter_table_batches, table_format, table_name
+from recforge.data.table_files import TablePart, _unify, iter_table_batches, table_format, table_name
 from recforge.errors import ConfigError, DataError
 
 #: rows per chunk (about 100 MB of parsed columns for 40 Criteo-like columns)
@@ -54,15 +54,19 @@ def infer_from_head(paths: Sequence[Path], labels: Sequence[str], rows: int, ign
     Raises:
         ConfigError / DataError: as :func:`infer_schema` and :func:`iter_table_batches`.
     """
-    batches, seen = [], 0
-    for batch in iter_table_batches(list(paths), min(rows, DEFAULT_CHUNK_ROWS)):
-        batches.append(batch)
-        seen += batch.num_rows
+    parts, seen = [], 0
+    for path in paths:
+        for batch in iter_table_batches(path, min(rows, DEFAULT_CHUNK_ROWS)):
+            parts.append(TablePart(path, pa.Table.from_batches([batch]), None))
+            seen += batch.num_rows
+            if seen >= rows:
+                break
         if seen >= rows:
             break
     if not seen:
         raise DataError("the table holds no rows", paths[0])
-    head = pa.Table.from_batches(batches).slice(0, rows)
+    _unify(parts)  # the in-memory rule: the same columns in every file, numbers widened, else an error naming the file
+    head = pa.concat_tables([p.table for p in parts]).slice(0, rows)
     schema, report = infer_schema(head, labels, ignore)
     return schema, report, head.num_rows
 
@@ -126,17 +130,24 @@ def encode_table_files(
     types = _text_types(schema)
 
     def chunks() -> Iterator[pa.Table]:
+        first: tuple[Path, set[str]] | None = None
         for path in files:
             text = table_format(path) != "parquet"
             before = 0
             for batch in iter_table_batches(path, chunk_rows, column_types=types if text else None):
                 table = pa.Table.from_batches([batch])
+                if first is None:
+                    first = (path, set(table.column_names))
+                elif set(table.column_names) != first[1]:  # columns are matched by name: order may differ
+                    extra, lacking = sorted(set(table.column_names) - first[1]), sorted(first[1] - set(table.column_names))
+                    raise DataError(f"other columns than {first[0].name}: extra {extra}, missing {lacking}", path)
                 missing = [c for c in needed if c not in table.column_names]
                 if missing:
                     kind = "label" if missing[0] in labels else "feature"
                     raise DataError(f"{kind} column {missing[0]!r} is missing; columns: {', '.join(table.column_names)}", path)
                 table = table.select(needed)
                 part = TablePart(path, table, first_line=(2 + before) if text else None)
+                check_finite(part, schema, before)  # named by the file's line / row, before the split takes rows apart
                 for label in labels:
                     table = table.set_column(table.column_names.index(label), label, _label(table.column(label), label, part, positive, before))
                 before += table.num_rows
@@ -165,6 +176,13 @@ def _text_types(schema: Schema) -> dict[str, pa.DataType]:
         for column in spec.cross or (spec.column_source,):
             types[column] = pa.float64() if numeric else types.get(column, pa.string())
     return types
+
+
+def check_finite(part: TablePart, schema: Schema, before: int) -> None:
+    """Own tables' infinity check (:func:`recforge.data.datasets.own.check_finite`) on a chunk."""
+    from recforge.data.datasets import own
+
+    own.check_finite(part, schema, before)
 
 
 def _label(column: pa.ChunkedArray, name: str, part: TablePart, positive: str | None, before: int) -> pa.Array:

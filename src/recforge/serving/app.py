@@ -52,6 +52,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
 from recforge import __version__
+from recforge.data.preprocessing import NonFiniteValueError
 from recforge.errors import ConfigError, RecforgeError
 from recforge.serving.batching import MicroBatcher
 from recforge.serving.predictor import PAIR_MODELS, Predictor
@@ -243,8 +244,13 @@ def create_app(
         request.state.rows = len(rows)
         try:
             scores = await state["batcher"].predict(rows)
-        except RecforgeError as exc:  # a value the preprocessing refuses (an infinity under non_finite: error)
-            return error(422, request, [{"loc": ["rows"], "msg": str(exc), "type": "value_error"}])
+        except NonFiniteValueError as exc:  # an infinity under non_finite: error (the rows are this request's own)
+            loc = ["columns", exc.column, exc.row] if rows.by_columns else ["rows", exc.row, exc.column]
+            return error(422, request, [{"loc": loc, "type": "value_error", "msg": (
+                f"feature {exc.column!r} must be a finite number or null, got {exc.value} (the model's feature "
+                f"{exc.feature!r} reads it with non_finite: error; training refused infinities too)")}])
+        except RecforgeError as exc:  # any other value the preprocessing refuses
+            return error(422, request, [{"loc": ["columns" if rows.by_columns else "rows"], "msg": str(exc), "type": "value_error"}])
         tasks = served.scorer.tasks
         broken = np.flatnonzero(~np.all([np.isfinite(scores[t]) for t in tasks], axis=0))
         if len(broken):  # a finite input can still overflow float32 after its transform (1e300 standardized)

@@ -233,6 +233,8 @@ def request_errors(exc: ValidationError, columns: RequestColumns | None = None) 
             message = "no rows: send at least one row"
         else:
             message = error["msg"]
+        if loc[:1] == ("columns",) and kind in ("too_long", "too_short"):
+            loc = ("columns",)  # one entry, not one per column: the row count is the request's
         if loc in seen:
             continue
         seen.add(loc)

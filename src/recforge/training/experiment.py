@@ -93,7 +93,8 @@ def table_source(config: ExperimentConfig) -> Any:
     from recforge.data.datasets.own import TableSource
 
     if config.data.encoded is not None:
-        raise ConfigError("data.encoded applies to Criteo-format datasets, not to an own table (data.path)")
+        raise ConfigError("data.encoded trains on an encoded folder and data.path (--data) reads a table: give one of them "
+                          "(an own table's folder comes from `recforge data prepare --data FILE --label COL --output DIR`)")
     d = config.data
     return TableSource(
         d.path, d.label, schema=Schema.from_yaml(d.schema) if d.schema else None, split=d.split,

@@ -160,7 +160,7 @@ class Trainer:
         if metric in HELD_OUT_MONITORS and not isinstance(data, HeldOutSetsData):
             raise ConfigError(
                 f"train.monitor {self.monitor!r} needs several held-out items per user (an own log with --split last:N or "
-                "time:COL); a leave-one-out split has one, so its recall@K is hit_rate@K: monitor valid/hit_rate@K, "
+                "time:COL); a leave-one-out split holds out one (there recall@K is hit_rate@K): monitor valid/hit_rate@K, "
                 "valid/ndcg@K or valid/mrr"
             )
 

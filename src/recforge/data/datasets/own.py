@@ -205,27 +205,9 @@ class TableSource(TabularSource):
             DataError: naming the file, the 1-based line (the header is line 1; no line for
                 Parquet, then the 1-based data row), the column and the value.
         """
-        numeric = [s for s in schema.features if (s.kind == "dense" or s.bucketize is not None) and s.non_finite == "error"]
         for role in ("train", "valid", "test"):
             for part in self._parts.get(role, []):
-                for spec in numeric:
-                    if spec.column_source not in part.table.column_names:
-                        continue  # the preprocessing names the missing column
-                    column = part.table.column(spec.column_source)
-                    if not (pa.types.is_floating(column.type) or pa.types.is_string(column.type)):
-                        continue  # integers cannot be infinite
-                    values = pc.cast(column, pa.float64(), safe=False) if pa.types.is_floating(column.type) else _text_numbers(column)
-                    infinite = pc.is_inf(values).to_numpy(zero_copy_only=False) if values is not None else None
-                    if infinite is None or not infinite.any():
-                        continue
-                    row = int(np.flatnonzero(infinite)[0])
-                    path, line = part.where(row)
-                    raise DataError(
-                        f"column {spec.column_source!r} (feature {spec.name!r}) has the non-finite value {values[row].as_py()} "
-                        f"at data row {row + 1}; expected a finite number or a missing value (set non_finite: missing or "
-                        "clip on the feature in --schema to accept it)",
-                        path, line,
-                    )
+                check_finite(part, schema)
 
     def _labelled(self, role: str) -> pa.Table:
         """The rows of ``role`` with every label column as float32 0/1 (a DataError otherwise)."""
@@ -248,6 +230,39 @@ class TableSource(TabularSource):
                     only = "no values" if not len(present) else f"only the class {int(present[0])}"
                     raise DataError(f"label {label!r} has {only} in {table.num_rows} rows; a binary label needs both 0 and 1", parts[0].path)
         return table
+
+
+def check_finite(part: TablePart, schema: Schema, first_row: int = 0) -> None:
+    """Infinities under ``non_finite: error`` in ``part`` as read, named by file and line.
+
+    Args:
+        part: rows of one file (or a chunk of it: ``first_row`` rows of the file come before,
+            and ``part.first_line`` is the line of the chunk's first row).
+        schema: the features.
+
+    Raises:
+        DataError: naming the file, the 1-based line (the header is line 1; no line for
+            Parquet, then the 1-based data row), the column and the value.
+    """
+    numeric = [s for s in schema.features if (s.kind == "dense" or s.bucketize is not None) and s.non_finite == "error"]
+    for spec in numeric:
+        if spec.column_source not in part.table.column_names:
+            continue  # the preprocessing names the missing column
+        column = part.table.column(spec.column_source)
+        if not (pa.types.is_floating(column.type) or pa.types.is_string(column.type)):
+            continue  # integers cannot be infinite
+        values = pc.cast(column, pa.float64(), safe=False) if pa.types.is_floating(column.type) else _text_numbers(column)
+        infinite = pc.is_inf(values).to_numpy(zero_copy_only=False) if values is not None else None
+        if infinite is None or not infinite.any():
+            continue
+        row = int(np.flatnonzero(infinite)[0])
+        path, line = part.where(row)
+        raise DataError(
+            f"column {spec.column_source!r} (feature {spec.name!r}) has the non-finite value {values[row].as_py()} "
+            f"at data row {first_row + row + 1}; expected a finite number or a missing value (set non_finite: missing or "
+            "clip on the feature in --schema to accept it)",
+            path, line,
+        )
 
 
 def _files_of(path: Path) -> list[Path]:
