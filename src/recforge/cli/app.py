@@ -791,7 +791,7 @@ def _set_threads(threads: Optional[int], models: tuple[str, ...] = (), quiet: bo
     from recforge.training.threads import apply_threads
 
     message = apply_threads(threads, models)
-    if not quiet:
+    if not quiet and os.environ.get("RANK", "0") == "0":  # under torchrun: one line, not one per process
         console.print(message, highlight=False)
 
 
