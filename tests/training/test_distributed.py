@@ -78,7 +78,7 @@ def _worker(rank: int, world: int, port: int, scenario: str, out: str, cache: st
     os.environ.update(
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
         LOCAL_WORLD_SIZE=str(world), RECFORGE_THREADS="1", RECFORGE_CACHE_DIR=cache,
-        RECFORGE_DIST_TIMEOUT_S="3" if scenario == "hang" else "60",
+        RECFORGE_DIST_TIMEOUT_S={"hang": "3", "kill": "10"}.get(scenario, "60"),
     )
     torch.set_num_threads(1)
     from recforge.training.distributed import distributed_session
@@ -336,15 +336,21 @@ def test_a_killed_or_hung_rank_fails_the_run_clearly_and_keeps_the_last_checkpoi
     try:
         checkpoint = _wait_for(lambda: next(tmp_path.glob("*/last.pt"), None), group.processes, 60)
         os.kill(group.processes[1].pid, signal.SIGKILL if how == "kill" else signal.SIGSTOP)
-        group.processes[0].join(60)
-        assert group.processes[0].exitcode not in (None, 0)
+        # A dropped connection is usually seen at once, but on a loaded machine rank 0 may
+        # instead wait out the timeout (10 s for kill): leave room for a few of those.
+        group.processes[0].join(120)
+        error = tmp_path / "error-rank0.txt"
+        assert group.processes[0].exitcode not in (None, 0), (
+            f"rank 0 still running 120 s after rank 1 was stopped ({how}); "
+            + (f"it had raised: {error.read_text()}" if error.exists() else "it had raised nothing")
+        )
     finally:
         for process in group.processes:
             if process.is_alive():
                 process.kill()
     message = (tmp_path / "error-rank0.txt").read_text()
     assert message.startswith("TrainingError: rank 0 of 2 lost contact with another rank"), message
-    assert "did not answer within 3 s" in message if how == "hang" else "did not answer within 60 s" in message
+    assert f"did not answer within {3 if how == 'hang' else 10} s" in message
     assert "partial run kept in" in message  # and where
     run = checkpoint.parent
     state = load_checkpoint(run, "checkpoint.pt")  # the last good checkpoint loads
