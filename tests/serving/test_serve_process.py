@@ -73,6 +73,12 @@ def test_real_server_scores_then_finishes_in_flight_requests_on_sigterm(tmp_path
         assert response.status_code == 200, response.text
         got = np.array([p["click"] for p in response.json()["predictions"]])
         assert np.array_equal(got, Predictor.from_run(run).predict(table)["click"])
+        # A body over the limit (16 MiB) gets its 413, not a connection reset mid-upload.
+        huge = b'{"rows": [' + b" " * (17 * 2**20) + b"]}"
+        result: dict = {}
+        post_raw(port, huge, threading.Event(), result)
+        assert "error" not in result and result["response"].startswith(b"HTTP/1.1 413"), result.get("error") or result["response"][:300]
+        assert b"at most 16,777,216" in result["response"]
 
         body = json.dumps({"rows": json_rows(raw_rows(ROWS_EACH, seed=22))}).encode()
         results = [{} for _ in range(IN_FLIGHT)]

@@ -73,6 +73,7 @@ BACKENDS = ("auto", "eager", "torchscript", "onnx")
 AUTO_ORDER = ("onnx", "torchscript", "eager")
 DEFAULT_MAX_BATCH_ROWS = 1024
 DEFAULT_MAX_BODY_BYTES = 16 * 2**20
+DRAIN_BYTES = 64 * 2**20  # the most of a too-large body read (and dropped) before its 413
 DEFAULT_MAX_K = 1000
 DEFAULT_K = 10
 
@@ -216,15 +217,30 @@ def create_app(
     def error(status: int, request: Request, detail: Any) -> Response:
         return JSONResponse({"detail": detail, "request_id": request.state.request_id}, status_code=status)
 
+    async def too_large(request: Request, detail: str, read: int) -> Response:
+        # Read the rest of the body (``read`` bytes are in already), up to DRAIN_BYTES in all,
+        # before answering: a client still sending when the server answers and closes gets a
+        # connection reset instead of the 413 (nginx's lingering close does the same).
+        if read <= DRAIN_BYTES:
+            async for chunk in request.stream():
+                read += len(chunk)
+                if read > DRAIN_BYTES:
+                    break
+        response = error(413, request, detail)
+        response.headers["connection"] = "close"
+        return response
+
     async def body(request: Request) -> bytes | Response:
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > max_body_bytes:
-            return error(413, request, f"the body has {int(declared):,} bytes; at most {max_body_bytes:,} are read")
+            # a declared size past DRAIN_BYTES is not drained: answer at once
+            read = 0 if int(declared) <= DRAIN_BYTES else DRAIN_BYTES + 1
+            return await too_large(request, f"the body has {int(declared):,} bytes; at most {max_body_bytes:,} are read", read)
         parts, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > max_body_bytes:
-                return error(413, request, f"the body has more than {max_body_bytes:,} bytes, which is the limit")
+                return await too_large(request, f"the body has more than {max_body_bytes:,} bytes, which is the limit", size)
             parts.append(chunk)
         return b"".join(parts)
 
