@@ -88,6 +88,18 @@ def test_formats_gzip_tsv_sniffing_and_parquet_parts(tmp_path):
     assert [b.num_rows for b in batches] == [1, 1]
 
 
+def test_a_word_in_a_column_streamed_as_numbers_names_the_column_and_line(tmp_path):
+    # Streaming fixes each column's type (a later block cannot be re-read): a word in a column
+    # the schema reads as numbers is named with its file line, not PyArrow's "column #1".
+    rows = [f"{i % 2},{i * 0.5},c{i % 3}" for i in range(3000)]
+    rows[2100] = "1,n/a?,c1"
+    path = tmp_path / "t.csv"
+    path.write_text("clicked,spend,city\n" + "\n".join(rows) + "\n")
+    with pytest.raises(DataError, match=r"t\.csv, line 2102: column 'spend': 'n/a\?' is not a number"):
+        list(iter_table_batches(path, rows=500, column_types={"spend": pa.float64()}))
+    assert sum(b.num_rows for b in iter_table_batches(path, rows=500)) == 3000  # inferred: a text column, no error
+
+
 def _csv(path, table):
     pacsv.write_csv(table, path)
     return path

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
@@ -169,11 +170,41 @@ def iter_table_batches(
                 for start in range(0, batch.num_rows, rows):
                     yield batch.slice(start, rows)
         except pa.ArrowInvalid as exc:
+            match = _CONVERSION.search(str(exc))
+            if match is not None:
+                raise _conversion_error(path, match) from None
             raise _parse_error(path, exc) from None
         except OSError as exc:
             raise DataError(f"cannot read file (truncated or corrupt?): {exc}", path) from None
         except UnicodeDecodeError:
             raise DataError("not UTF-8 text: expected a CSV/TSV file with a header line (a binary file?)", path) from None
+
+
+def _conversion_error(path: Path, match: re.Match[str]) -> DataError:
+    """A value that does not convert to a column's fixed type (``column_types``), named by its
+    column and the file's line: the file is streamed once more with that column as text."""
+    delimiter = "\t" if table_format(path) == "tsv" else ","
+    names = _header(path, delimiter)
+    column, target, value = names[int(match.group(1))], match.group(3), match.group(4)
+    line = None
+    reader = pacsv.open_csv(
+        str(path), read_options=pacsv.ReadOptions(block_size=BLOCK_BYTES, use_threads=False),
+        parse_options=pacsv.ParseOptions(delimiter=delimiter),
+        convert_options=pacsv.ConvertOptions(include_columns=[column], column_types={column: pa.string()}),
+    )
+    before = 0
+    for batch in reader:
+        found = pc.index(batch.column(0), value).as_py()
+        if found >= 0:
+            line = 2 + before + found  # the header is line 1 (a quoted field spanning lines shifts this)
+            break
+        before += batch.num_rows
+    kind = "a number" if target.startswith(("double", "float", "int")) else f"a {target} value"
+    return DataError(
+        f"column {column!r}: {value!r} is not {kind} (the schema reads {column!r} as {target}: a dense or "
+        "bucketized feature; make it a sparse feature in the schema if the column holds words)",
+        path, line,
+    )
 
 
 def _check_exists(path: Path) -> None:
