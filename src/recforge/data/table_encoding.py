@@ -34,7 +34,7 @@ import pyarrow as pa
 from recforge.data.encoded_folders import EncodeSummary, encode_chunks
 from recforge.data.inference import ColumnReport, infer_schema
 from recforge.data.schema import Schema
-from recforge.data.table_files import TablePart, _unify, iter_table_batches, table_format, table_name
+from recforge.data.table_files import TablePart, _unify, iter_table_batches, table_columns, table_format, table_name
 from recforge.errors import ConfigError, DataError
 
 #: rows per chunk (about 100 MB of parsed columns for 40 Criteo-like columns)
@@ -134,18 +134,19 @@ def encode_table_files(
         for path in files:
             text = table_format(path) != "parquet"
             before = 0
-            for batch in iter_table_batches(path, chunk_rows, column_types=types if text else None):
-                table = pa.Table.from_batches([batch])
-                if first is None:
-                    first = (path, set(table.column_names))
-                elif set(table.column_names) != first[1]:  # columns are matched by name: order may differ
-                    extra, lacking = sorted(set(table.column_names) - first[1]), sorted(first[1] - set(table.column_names))
-                    raise DataError(f"other columns than {first[0].name}: extra {extra}, missing {lacking}", path)
-                missing = [c for c in needed if c not in table.column_names]
-                if missing:
-                    kind = "label" if missing[0] in labels else "feature"
-                    raise DataError(f"{kind} column {missing[0]!r} is missing; columns: {', '.join(table.column_names)}", path)
-                table = table.select(needed)
+            names = table_columns(path)
+            if first is None:
+                first = (path, set(names))
+            elif set(names) != first[1]:  # columns are matched by name: order may differ
+                extra, lacking = sorted(set(names) - first[1]), sorted(first[1] - set(names))
+                raise DataError(f"other columns than {first[0].name}: extra {extra}, missing {lacking}", path)
+            missing = [c for c in needed if c not in names]
+            if missing:
+                kind = "label" if missing[0] in labels else "feature"
+                raise DataError(f"{kind} column {missing[0]!r} is missing; columns: {', '.join(names)}", path)
+            # only the schema's columns are parsed (a wide table's others cost nothing)
+            for batch in iter_table_batches(path, chunk_rows, column_types=types if text else None, columns=needed):
+                table = pa.Table.from_batches([batch]).select(needed)
                 part = TablePart(path, table, first_line=(2 + before) if text else None)
                 check_finite(part, schema, before)  # named by the file's line / row, before the split takes rows apart
                 for label in labels:

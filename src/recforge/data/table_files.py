@@ -128,8 +128,30 @@ def read_table(paths: str | Path | Sequence[str | Path]) -> pa.Table:
     return pa.concat_tables([p.table for p in parts]) if len(parts) > 1 else parts[0].table
 
 
+def table_columns(path: str | Path) -> list[str]:
+    """The column names of a table file (a text file's header line, a Parquet file's schema; a
+    Parquet directory's first part), without reading its rows.
+
+    Raises:
+        DataError: naming the file, if it is missing or unreadable.
+    """
+    path = Path(path)
+    _check_exists(path)
+    if table_format(path) == "parquet":
+        file = _parquet_files(path)[0] if path.is_dir() else path
+        try:
+            return list(pq.ParquetFile(_parquet_source(file)).schema_arrow.names)
+        except (pa.ArrowException, OSError) as exc:
+            raise DataError(f"not a readable Parquet file ({exc})", file) from None
+    try:
+        return _header(path, "\t" if table_format(path) == "tsv" else ",")
+    except pa.ArrowInvalid as exc:
+        raise _parse_error(path, exc) from None
+
+
 def iter_table_batches(
-    paths: str | Path | Sequence[str | Path], rows: int, column_types: dict[str, pa.DataType] | None = None
+    paths: str | Path | Sequence[str | Path], rows: int, column_types: dict[str, pa.DataType] | None = None,
+    columns: Sequence[str] | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """Stream the rows of ``paths`` in record batches of at most ``rows`` rows, in file order.
 
@@ -142,6 +164,8 @@ def iter_table_batches(
         paths: files or Parquet directories.
         rows: the most rows per batch (>= 1).
         column_types: column name -> type for text files (others inferred).
+        columns: read only these columns (all when None); the others are not parsed at all,
+            which is most of the work for a wide table (check they exist: :func:`table_columns`).
 
     Raises:
         DataError: naming the file, for anything :func:`read_table` rejects that shows while
@@ -158,12 +182,12 @@ def iter_table_batches(
             for file in files:
                 try:
                     reader = pq.ParquetFile(_parquet_source(file))
-                    yield from reader.iter_batches(batch_size=rows)
+                    yield from reader.iter_batches(batch_size=rows, columns=list(columns) if columns is not None else None)
                 except (pa.ArrowException, OSError) as exc:
                     raise DataError(f"not a readable Parquet file ({exc})", file) from None
             continue
         parse = pacsv.ParseOptions(delimiter="\t" if table_format(path) == "tsv" else ",")
-        convert = pacsv.ConvertOptions(strings_can_be_null=True, column_types=column_types or {})
+        convert = pacsv.ConvertOptions(strings_can_be_null=True, column_types=column_types or {}, include_columns=list(columns or ()))
         try:
             reader = pacsv.open_csv(str(path), read_options=pacsv.ReadOptions(block_size=BLOCK_BYTES), parse_options=parse, convert_options=convert)
             for batch in reader:
@@ -172,7 +196,7 @@ def iter_table_batches(
         except pa.ArrowInvalid as exc:
             match = _CONVERSION.search(str(exc))
             if match is not None:
-                raise _conversion_error(path, match) from None
+                raise _conversion_error(path, match, column_types or {}) from None
             raise _parse_error(path, exc) from None
         except OSError as exc:
             raise DataError(f"cannot read file (truncated or corrupt?): {exc}", path) from None
@@ -180,7 +204,7 @@ def iter_table_batches(
             raise DataError("not UTF-8 text: expected a CSV/TSV file with a header line (a binary file?)", path) from None
 
 
-def _conversion_error(path: Path, match: re.Match[str]) -> DataError:
+def _conversion_error(path: Path, match: re.Match[str], fixed: dict[str, pa.DataType]) -> DataError:
     """A value that does not convert to a column's fixed type (``column_types``), named by its
     column and the file's line: the file is streamed once more with that column as text."""
     delimiter = "\t" if table_format(path) == "tsv" else ","
@@ -200,11 +224,11 @@ def _conversion_error(path: Path, match: re.Match[str]) -> DataError:
             break
         before += batch.num_rows
     kind = "a number" if target.startswith(("double", "float", "int")) else f"a {target} value"
-    return DataError(
-        f"column {column!r}: {value!r} is not {kind} (the schema reads {column!r} as {target}: a dense or "
-        "bucketized feature; make it a sparse feature in the schema if the column holds words)",
-        path, line,
-    )
+    if column in fixed:
+        why = f"the schema reads {column!r} as {target}: a dense or bucketized feature; make it a sparse feature in the schema if the column holds words"
+    else:
+        why = f"the rows before it read as {target}, and a streamed file keeps the type of its first block"
+    return DataError(f"column {column!r}: {value!r} is not {kind} ({why})", path, line)
 
 
 def _check_exists(path: Path) -> None:
