@@ -25,7 +25,7 @@ def recforge(*args, env=None):
     )
 
 
-def test_train_then_evaluate_on_real_data(shared_data, tmp_path):
+def test_train_then_evaluate_on_real_data(shared_data, tmp_path, monkeypatch):
     result = runner.invoke(
         app,
         [
@@ -40,7 +40,10 @@ def test_train_then_evaluate_on_real_data(shared_data, tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     # one epoch of GMF is far above chance (0.1) on the NCF test file
     assert 0.3 < summary["test/hit_rate@10"] < 0.8
-    evaluated = runner.invoke(app, ["evaluate", str(run), "--data-dir", str(shared_data), "--no-full-ranking"])
+    # no --data-dir, no $RECFORGE_DATA_DIR: the run remembers the data directory it was trained from
+    assert (run / "data_dir.txt").read_text().strip() == str(shared_data.resolve())
+    monkeypatch.delenv("RECFORGE_DATA_DIR", raising=False)
+    evaluated = runner.invoke(app, ["evaluate", str(run), "--no-full-ranking"])
     assert evaluated.exit_code == 0, evaluated.output
     assert f"{summary['test/hit_rate@10']:.4f}" in evaluated.output
     assert f"{summary['test/ndcg@10']:.4f}" in evaluated.output

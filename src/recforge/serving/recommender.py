@@ -175,7 +175,7 @@ class Recommender:
             DataError: unreadable artefacts, or neither artefacts nor a loadable dataset.
         """
         from recforge.training.experiment import load_trained_model
-        from recforge.training.records import load_checkpoint, load_run_config
+        from recforge.training.records import load_checkpoint, load_run_config, run_data_dir
 
         run = Path(run_dir)
         if not run.is_dir():
@@ -186,7 +186,7 @@ class Recommender:
         if interactions is None:
             _check_implicit_run(run, config)
             try:
-                interactions = dataset_interactions(config, data_dir)
+                interactions = dataset_interactions(config, run_data_dir(run, data_dir))
             except RecforgeError as exc:
                 raise DataError(
                     f"{run} holds no {INTERACTIONS_FILE} and re-loading its dataset {config.data.name} failed: {exc}"

@@ -30,7 +30,7 @@ from recforge.models.ncf import GMF, NCFMLP, NeuMF
 from recforge.models.registry import build_model
 from recforge.training.distributed import current_context, distributed_session, needs_session
 from recforge.training.pointwise import PointwiseTrainer
-from recforge.training.records import RunRecorder, load_checkpoint, load_model_weights, load_run_config
+from recforge.training.records import RunRecorder, load_checkpoint, load_model_weights, load_run_config, record_data_dir, run_data_dir
 from recforge.training.trainer import FitResult, Trainer
 
 
@@ -278,10 +278,15 @@ def run_experiment(
             return run_experiment(config, data_dir, output_dir, console, data, resume, on_epoch=on_epoch)
     ctx = current_context()
     started = time.perf_counter()
+    # a registered dataset read here from a data directory: the run records which one
+    from_data_dir = data is None and not config.data.path and not config.data.encoded and ctx.is_main
     if data is None:
         data = ctx.main_first(lambda: load_data(config, data_dir))  # rank 0 fills the cache, the others read it
     if isinstance(data, TabularData):
-        return run_tabular(config, data, output_dir, console, resume, on_epoch=on_epoch)
+        result = run_tabular(config, data, output_dir, console, resume, on_epoch=on_epoch)
+        if from_data_dir:
+            record_data_dir(result.path, data_dir)
+        return result
     if resume is not None:
         raise ConfigError("--resume is available for tabular (CTR) runs; implicit-feedback runs are short enough to re-run")
     check_experiment(config, data)
@@ -330,6 +335,8 @@ def run_experiment(
         summary["timings"]["total_with_pretraining_s"] = time.perf_counter() - started
     if ctx.is_main:
         recorder.write_summary(summary)  # the trainer's summary plus model, dataset and pre-training runs
+    if from_data_dir:
+        record_data_dir(recorder.path, data_dir)
     return RunResult(path=recorder.path, summary=summary, history=fit.history, model=model)
 
 
@@ -445,7 +452,7 @@ def evaluate_run(
         what = "it is a file" if Path(run_dir).exists() else "it does not exist"
         raise ConfigError(f"{run_dir} is not a run directory: {what}")
     config = load_run_config(run_dir)
-    data = load_data(config, data_dir)
+    data = load_data(config, run_data_dir(run_dir, data_dir))
     model = load_trained_model(run_dir)
     if not (Path(run_dir) / "summary.json").is_file():
         warnings.warn(_unfinished_note(Path(run_dir), config), stacklevel=2)

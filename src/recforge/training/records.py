@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import platform
 import subprocess
 import time
@@ -125,6 +126,32 @@ def environment() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "git_commit": commit,
     }
+
+
+DATA_DIR_FILE = "data_dir.txt"  # the data directory a run's dataset was read from
+
+
+def record_data_dir(run_dir: str | Path, data_dir: str | Path | None) -> None:
+    """Write the (absolute) data directory a run read its registered dataset from, so that
+    ``evaluate`` and ``recommend`` of the run find it again without ``--data-dir``."""
+    from recforge.data.files import resolve_data_dir
+
+    atomic_write_text(Path(run_dir) / DATA_DIR_FILE, str(resolve_data_dir(data_dir).resolve()) + "\n")
+
+
+def run_data_dir(run_dir: str | Path, data_dir: str | Path | None = None) -> str | Path | None:
+    """The data directory to re-read a run's dataset from: ``data_dir`` if given, else
+    ``$RECFORGE_DATA_DIR`` if set (None: the caller resolves it), else the directory the run
+    was trained from (:func:`record_data_dir`) while it still exists, else None (the default)."""
+    from recforge.data.files import DATA_DIR_ENV
+
+    if data_dir or os.environ.get(DATA_DIR_ENV):
+        return data_dir
+    try:
+        recorded = (Path(run_dir) / DATA_DIR_FILE).read_text().strip()
+    except OSError:
+        return None
+    return recorded if recorded and Path(recorded).is_dir() else None
 
 
 def load_run_config(run_dir: str | Path) -> ExperimentConfig:
