@@ -204,12 +204,31 @@ def iter_table_batches(
             raise DataError("not UTF-8 text: expected a CSV/TSV file with a header line (a binary file?)", path) from None
 
 
-def _conversion_error(path: Path, match: re.Match[str], fixed: dict[str, pa.DataType]) -> DataError:
-    """A value that does not convert to a column's fixed type (``column_types``), named by its
-    column and the file's line: the file is streamed once more with that column as text."""
+class ColumnTypeError(DataError):
+    """A streamed text file holds a value its column's type cannot take (:func:`iter_table_batches`).
+
+    Attributes:
+        column: the column's name; ``type_name``: the type it was read as (PyArrow's name);
+        ``value``: the value; ``fixed``: whether the type was given (``column_types``) rather
+        than inferred from the first block.
+    """
+
+    def __init__(self, message: str, path: Path, line: int | None, column: str, type_name: str, value: str, fixed: bool):
+        super().__init__(message, path, line)
+        self.column, self.type_name, self.value, self.fixed = column, type_name, value, fixed
+
+
+def _conversion_error(path: Path, match: re.Match[str], fixed: dict[str, pa.DataType]) -> ColumnTypeError:
+    """A value that does not convert to its column's type, named by its column and (for a
+    type the caller fixed) the file's line: the file is streamed once more with that column
+    as text. An inferred type's failure is for the caller to retry (no second pass here)."""
     delimiter = "\t" if table_format(path) == "tsv" else ","
     names = _header(path, delimiter)
     column, target, value = names[int(match.group(1))], match.group(3), match.group(4)
+    kind = "a number" if target.startswith(("double", "float", "int")) else f"a {target} value"
+    if column not in fixed:
+        why = f"the rows before it read as {target}, and a streamed file keeps the type of its first block"
+        return ColumnTypeError(f"column {column!r}: {value!r} is not {kind} ({why})", path, None, column, target, value, False)
     line = None
     reader = pacsv.open_csv(
         str(path), read_options=pacsv.ReadOptions(block_size=BLOCK_BYTES, use_threads=False),
@@ -223,12 +242,8 @@ def _conversion_error(path: Path, match: re.Match[str], fixed: dict[str, pa.Data
             line = 2 + before + found  # the header is line 1 (a quoted field spanning lines shifts this)
             break
         before += batch.num_rows
-    kind = "a number" if target.startswith(("double", "float", "int")) else f"a {target} value"
-    if column in fixed:
-        why = f"the schema reads {column!r} as {target}: a dense or bucketized feature; make it a sparse feature in the schema if the column holds words"
-    else:
-        why = f"the rows before it read as {target}, and a streamed file keeps the type of its first block"
-    return DataError(f"column {column!r}: {value!r} is not {kind} ({why})", path, line)
+    why = f"the schema reads {column!r} as {target}: a dense or bucketized feature; make it a sparse feature in the schema if the column holds words"
+    return ColumnTypeError(f"column {column!r}: {value!r} is not {kind} ({why})", path, line, column, target, value, True)
 
 
 def _check_exists(path: Path) -> None:

@@ -45,8 +45,6 @@ if TYPE_CHECKING:
     from recforge.serving.predictor import Predictor
 
 OUTPUT_SUFFIXES = (".csv", ".parquet")
-#: a CSV conversion error of a streamed block: ``In CSV column #3: ... CSV conversion error to int64``
-_CONVERSION = re.compile(r"In CSV column #(\d+): (?:Row #\d+: )?CSV conversion error to (\S+)")
 _CANONICAL_INT = re.compile(r"^(0|-?[1-9][0-9]{0,17})$")
 
 
@@ -221,17 +219,9 @@ def predict_file(
 
 def _failed_column(exc: DataError, path: Path) -> str | None:
     """The column of a CSV conversion error in a later block of ``path``, or None for any other error."""
-    found = _CONVERSION.search(str(exc))
-    if found is None or exc.path != path:
-        return None
-    from recforge.data.table_files import table_format
+    from recforge.data.table_files import ColumnTypeError
 
-    delimiter = "\t" if table_format(path) == "tsv" else ","
-    with pa.input_stream(str(path), compression="detect") as stream:
-        first = stream.read(1 << 20).split(b"\n", 1)[0] + b"\n"
-    names = pacsv.read_csv(pa.BufferReader(first), parse_options=pacsv.ParseOptions(delimiter=delimiter)).column_names
-    index = int(found.group(1))
-    return names[index] if index < len(names) else None
+    return exc.column if isinstance(exc, ColumnTypeError) and exc.path == path else None
 
 
 def _scored(
