@@ -62,7 +62,15 @@ def machine() -> dict:
 
 
 def peak_rss_bytes() -> int:
-    """This process's peak resident set (``ru_maxrss`` is KiB on Linux, bytes on macOS)."""
+    """This process's peak resident set: Linux ``VmHWM``, else ``ru_maxrss`` (KiB on Linux,
+    bytes on macOS). On Linux ``ru_maxrss`` survives ``exec``, so a training child started by
+    the process that encoded the file would report the encoder's peak; ``VmHWM`` is its own."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)
 

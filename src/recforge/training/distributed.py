@@ -348,10 +348,33 @@ def distributed_session(device: str = "cpu") -> Iterator[DistributedContext]:
         # (more threads than cores stalls every parallel op, see recforge.training.threads).
         local = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
         torch.set_num_threads(max(1, available_cpus() // max(local, 1)))
+    failed = True
     try:
         context = current_context()
         yield context
         context.barrier()  # leave together: rank 0 may still be writing the run's summary
+        failed = False
     finally:
         if dist.is_initialized():
-            dist.destroy_process_group()
+            if failed:
+                _leave_broken_group()
+            else:
+                dist.destroy_process_group()
+
+
+TEARDOWN_S = 10.0  # the longest wait for a process group's teardown after a failure
+
+
+def _leave_broken_group() -> None:
+    """Destroy the process group after a failure, waiting at most TEARDOWN_S seconds.
+
+    With a peer killed or stopped, ``destroy_process_group`` can block on work still queued
+    for it (pytorch/pytorch#75097), and the rank would never exit after printing its error;
+    Ray Train bounds the same teardown with a timeout (ray-project/ray#56182). The teardown
+    runs on a daemon thread, which the process abandons at exit if it is still blocked.
+    """
+    import threading
+
+    worker = threading.Thread(target=dist.destroy_process_group, name="recforge-pg-teardown", daemon=True)
+    worker.start()
+    worker.join(TEARDOWN_S)
