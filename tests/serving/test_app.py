@@ -277,7 +277,7 @@ def test_recommend_from_a_pair_bundle_and_run(runs):
 def test_metadata_lists_columns_versions_and_the_bundles_parity(runs):
     with client_of(runs["deepfm-bundle"]) as client:
         meta = client.get("/metadata").json()
-        assert client.get("/health").json() == {"status": "ok", "model": "deepfm", "backend": "onnx"}
+        assert client.get("/health").json() == {"status": "ok", "model": "deepfm", "backend": "onnx", "requests_in_flight": 0}
     manifest = read_manifest(runs["deepfm-bundle"])
     assert meta["model"] == "deepfm" and meta["source"] == "bundle" and meta["backend"] == "onnx"
     assert meta["parity"]["onnx"]["max_abs_diff_all"] == manifest["parity"]["onnx"]["max_abs_diff_all"] <= 1e-5

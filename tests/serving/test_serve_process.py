@@ -67,7 +67,7 @@ def test_real_server_scores_then_finishes_in_flight_requests_on_sigterm(tmp_path
         stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "RECFORGE_THREADS": "1"},
     )
     try:
-        assert wait_healthy(process, url, log) == {"status": "ok", "model": "din", "backend": "eager"}
+        assert wait_healthy(process, url, log) == {"status": "ok", "model": "din", "backend": "eager", "requests_in_flight": 0}
         table = raw_rows(5, seed=21)
         response = httpx.post(f"{url}/predict", json={"rows": json_rows(table)}, timeout=30)
         assert response.status_code == 200, response.text
@@ -87,6 +87,11 @@ def test_real_server_scores_then_finishes_in_flight_requests_on_sigterm(tmp_path
         for thread in threads:
             thread.start()
         assert all(s.wait(60) for s in sent)
+        # SIGTERM once the server has started all of them (headers read): uvicorn finishes those,
+        # and closes a connection whose request it has not read yet, which a loaded machine can be slow to do.
+        deadline = time.monotonic() + 60
+        while httpx.get(f"{url}/health", timeout=30).json()["requests_in_flight"] < IN_FLIGHT and time.monotonic() < deadline:
+            time.sleep(0.01)
         terminated = time.monotonic()
         process.send_signal(signal.SIGTERM)
         for thread in threads:

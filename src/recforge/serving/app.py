@@ -15,7 +15,8 @@ Endpoints (JSON in and out):
   "items": [{"rank", "item", "score"}, ...]}`` from :class:`Recommender` (raw ids; ``score`` is
   the logit, ItemPop's a training count; a user unseen in training is ``cold`` and gets the most
   popular items). NCF / MF / ItemPop bundles and runs.
-* ``GET /health`` ``{"status": "ok", ...}`` (503 if the scoring thread is gone).
+* ``GET /health`` ``{"status": "ok", "model", "backend", "requests_in_flight"}`` (503 if the
+  scoring thread is gone); ``requests_in_flight``: other requests being served now.
 * ``GET /metadata``: model, kind, tasks, request columns, backend, limits, versions (at export and
   now), and the bundle's parity figures (``null`` for a run directory: no compiled graph).
 
@@ -214,6 +215,8 @@ def create_app(
     app = FastAPI(title="recforge scoring service", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.served = served
 
+    in_flight = {"n": 0}  # HTTP requests started (headers read) and not finished (RequestLog counts them)
+
     def error(status: int, request: Request, detail: Any) -> Response:
         return JSONResponse({"detail": detail, "request_id": request.state.request_id}, status_code=status)
 
@@ -307,14 +310,17 @@ def create_app(
     async def health(request: Request) -> Response:
         worker = state.get("batcher") or state.get("executor")
         alive = worker is not None and (not isinstance(worker, MicroBatcher) or worker.alive)
-        payload = {"status": "ok" if alive else "unavailable", "model": served.info["model"], "backend": served.backend}
+        payload = {
+            "status": "ok" if alive else "unavailable", "model": served.info["model"], "backend": served.backend,
+            "requests_in_flight": in_flight["n"] - 1,  # started and not answered yet, this one not counted
+        }
         return JSONResponse(payload, status_code=200 if alive else 503)
 
     @app.get("/metadata")
     async def get_metadata(request: Request) -> Response:
         return JSONResponse(metadata)
 
-    app.add_middleware(RequestLog)
+    app.add_middleware(RequestLog, in_flight=in_flight)
     return app
 
 
@@ -323,8 +329,9 @@ class RequestLog:
     request with its status and latency, and a generic 500 for any exception (its traceback goes
     to the log under the request id, never to the client)."""
 
-    def __init__(self, app: Any):
+    def __init__(self, app: Any, in_flight: dict[str, int] | None = None):
         self.app = app
+        self.in_flight = in_flight if in_flight is not None else {"n": 0}
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -335,6 +342,7 @@ class RequestLog:
         request_state["request_id"] = request_id
         started = time.perf_counter()
         status = {"code": 500, "sent": False}
+        self.in_flight["n"] += 1
 
         async def send_with_id(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
@@ -354,6 +362,7 @@ class RequestLog:
                 )
                 await send({"type": "http.response.body", "body": payload})
         finally:
+            self.in_flight["n"] -= 1
             rows = request_state.get("rows")
             logger.info(
                 "%s %s %d%s %.2f ms id=%s", scope.get("method", ""), scope.get("path", ""), status["code"],
